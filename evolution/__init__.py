@@ -1,0 +1,1 @@
+"""facenas evolution package."""
