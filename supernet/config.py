@@ -55,6 +55,8 @@ def _check_type(value: Any, hint: Any, where: str) -> Any:
             try:
                 return _check_type(value, option, where)
             except (TypeError, ValueError) as err:
+                if isinstance(value, dict) and dataclasses.is_dataclass(option):
+                    raise  # a mapping meant for this dataclass: its error names the bad key
                 errors.append(str(err))
         raise TypeError(f"{where}: {value!r} does not match {hint}")
     if hint is type(None):
@@ -70,7 +72,7 @@ def _check_type(value: Any, hint: Any, where: str) -> Any:
         elif origin is tuple and args:
             if len(args) != len(value):
                 raise TypeError(f"{where}: expected {len(args)} items, got {len(value)}")
-            items = [_check_type(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(args, value))]
+            items = [_check_type(v, a, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value))]
         else:
             items = [_check_type(v, args[0], f"{where}[{i}]") if args else v for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items

@@ -1,0 +1,153 @@
+"""The one training loop: supernet training (FairNAS / SPOS paths) and standalone retraining.
+
+    >>> train_one_epoch(model, loader, optimizer, scheduler, loss_fn, state, sample_paths=sampler.step)
+    ...                                                            # doctest: +SKIP
+
+`sample_paths` returns the archs to train in one optimizer step (m strict-fair paths, one uniform
+path); their gradients are accumulated and one update is taken. Retraining passes None: the
+model's own (single) arch. `detection.run.train` wraps this with checkpoints, logs and resume.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+import torch
+from torch import nn
+
+from supernet.space import Arch
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The `train:` section of an experiment YAML."""
+
+    epochs: int = 8
+    sampler: str = "strict_fair"  # supernet path sampling: strict_fair (FairNAS) | uniform (SPOS)
+    lr: float = 3e-3  # AdamW peak learning rate (after warm-up), cosine-decayed to 0
+    weight_decay: float = 1e-4
+    warmup_steps: int = 20
+    grad_clip: float = 5.0  # max gradient norm per optimizer step
+    seed: int = 0
+    checkpoint_every: int = 20  # optimizer steps between checkpoints (also written at epoch end)
+    max_steps_per_epoch: int = 0  # 0 = a full pass over the training images
+    eval_images: int = 100  # val images for the per-epoch subnet evaluation (0 = none)
+    eval_random_subnets: int = 1  # random subnets evaluated each epoch besides smallest/largest
+    bn_batches: int = 4  # training batches for BatchNorm recalibration before evaluating a subnet
+    max_nonfinite: int = 3  # consecutive non-finite losses before the run stops
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    threads: int = 0  # torch intra-op threads (0 = torch's default)
+
+    def __post_init__(self) -> None:
+        if self.sampler not in ("strict_fair", "uniform"):
+            raise ValueError(f"train.sampler must be strict_fair or uniform, got {self.sampler!r}")
+        if self.epochs < 1 or self.checkpoint_every < 1:
+            raise ValueError("train.epochs and train.checkpoint_every must be >= 1")
+
+
+@dataclass
+class TrainState:
+    """Where the run is: enough, with the checkpointed objects, to resume exactly."""
+
+    step: int = 0  # optimizer steps taken
+    epoch: int = 0  # current epoch (0-based)
+    batch: int = 0  # batches consumed in the current epoch
+    nonfinite: int = 0  # consecutive non-finite steps
+    log: list[dict] = field(default_factory=list)
+
+
+class NonFiniteLoss(RuntimeError):
+    pass
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    # no weight decay on BN and biases (1-d parameters), as is usual for MobileNet-style nets
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int):
+    """Linear warm-up then cosine decay to 0, stepped once per optimizer step."""
+    def factor(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        t = (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def train_step(model: nn.Module, loss_fn: nn.Module, images: torch.Tensor, targets: list,
+               paths: list[Arch | None], optimizer, scheduler, cfg: TrainConfig) -> dict | None:
+    """One optimizer step over `paths` (gradients accumulated); None if the loss was not finite."""
+    optimizer.zero_grad(set_to_none=True)
+    anchors = model.anchors(tuple(images.shape[-2:]))
+    totals = {"loss": 0.0, "cls": 0.0, "box": 0.0, "num_pos": 0.0}
+    for arch in paths:
+        if arch is not None:
+            model.set_active(arch)
+        cls, box = model(images)
+        out = loss_fn(cls, box, anchors, targets)
+        if not torch.isfinite(out["loss"]):
+            optimizer.zero_grad(set_to_none=True)
+            return None
+        (out["loss"] / len(paths)).backward()
+        for k in totals:
+            totals[k] += float(out[k].detach()) / len(paths)
+    grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    if not torch.isfinite(grad_norm):
+        optimizer.zero_grad(set_to_none=True)
+        return None
+    optimizer.step()
+    scheduler.step()
+    totals["grad_norm"] = float(grad_norm)
+    return totals
+
+
+def train_one_epoch(model: nn.Module, loader: Iterable, optimizer, scheduler, loss_fn: nn.Module,
+                    state: TrainState, cfg: TrainConfig, *,
+                    sample_paths: Callable[[], list[Arch]] | None = None,
+                    max_steps: int | None = None,
+                    on_step: Callable[[TrainState, dict], None] | None = None) -> None:
+    """Train over `loader` (already positioned at `state.batch`), updating `state` in place.
+
+    `on_step(state, row)` runs after every optimizer step (checkpointing, progress). A non-finite
+    loss skips the step with a warning; `cfg.max_nonfinite` in a row raises `NonFiniteLoss`.
+    """
+    device = next(model.parameters()).device
+    model.train()
+    for images, targets in loader:
+        if max_steps is not None and state.batch >= max_steps:
+            break
+        state.batch += 1
+        if images.shape[0] == 0:  # every image of the batch was unreadable
+            continue
+        t0 = time.perf_counter()
+        images = images.to(device, non_blocking=True)
+        targets = [t.to(device) for t in targets]
+        paths = sample_paths() if sample_paths is not None else [None]
+        row = train_step(model, loss_fn, images, targets, paths, optimizer, scheduler, cfg)
+        if row is None:
+            state.nonfinite += 1
+            warnings.warn(f"step {state.step}: non-finite loss, step skipped "
+                          f"({state.nonfinite} in a row)", RuntimeWarning, stacklevel=2)
+            if state.nonfinite >= cfg.max_nonfinite:
+                raise NonFiniteLoss(
+                    f"{state.nonfinite} non-finite losses in a row at step {state.step}: the "
+                    f"learning rate (train.lr = {cfg.lr}) is probably too high; lower it with "
+                    f"--set train.lr=... and --resume from the last good checkpoint")
+            continue
+        state.nonfinite = 0
+        seconds = time.perf_counter() - t0
+        row.update(step=state.step, epoch=state.epoch, lr=scheduler.get_last_lr()[0],
+                   paths=len(paths), seconds=seconds,
+                   images_per_s_per_path=images.shape[0] * len(paths) / seconds)
+        state.step += 1
+        state.log.append(row)
+        if on_step is not None:
+            on_step(state, row)

@@ -1,0 +1,90 @@
+"""In-process AP of a detector (or of the supernet with an arch active) on a split or a fixed subset.
+
+Training evaluates a few subnets every epoch, and the search evaluates thousands of candidates on the
+same images, so the evaluation images are decoded, resized and normalised once into a `ValSet`:
+
+    >>> val = ValSet.load(data_cfg, size=320, limit=50)          # doctest: +SKIP
+    >>> val.evaluate(detector, arch)                             # doctest: +SKIP
+    {'easy': 0.71, 'medium': 0.62, 'hard': 0.31}
+
+AP follows the official WIDER FACE protocol (`detection.evaluate`), restricted to the images of the
+subset (``subset=True``), against the split's ``ground_truth/*.mat``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from detection.augment import resize_for_eval
+from detection.data import DataConfig, normalize, resolve_root, val_images
+from detection.evaluate import GroundTruth, evaluate, load_ground_truth
+from detection.postprocess import to_wider
+from detection.predictions import write_predictions
+from supernet.space import Arch
+
+
+def _stem_key(name: str) -> str:
+    """'<event>/<image>.jpg' -> '<event>/<image>' (the evaluator's key)."""
+    return str(Path(name).with_suffix(""))
+
+
+@dataclass
+class ValSet:
+    names: list[str]  # '<event>/<image>.jpg'
+    images: torch.Tensor  # (N, 3, size, size) normalised, padded to square
+    scales: np.ndarray  # (N,) resize factor original -> input
+    gt: GroundTruth
+    size: int
+
+    @classmethod
+    def load(cls, cfg: DataConfig, size: int, limit: int | None = None, split: str = "val",
+             gt_dir: str | Path | None = None) -> "ValSet":
+        """The first `limit` images of `split` (annotation order) with the split's ground truth."""
+        root = resolve_root(cfg)
+        gt = load_ground_truth(Path(gt_dir) if gt_dir else root / "ground_truth")
+        names, tensors, scales = [], [], []
+        for name, image in val_images(cfg, split, limit):
+            resized, scale = resize_for_eval(image, size)
+            names.append(name)
+            tensors.append(normalize(resized))
+            scales.append(scale)
+        if not names:
+            raise ValueError(f"{root}: no readable {split} images to evaluate on")
+        return cls(names, torch.stack(tensors), np.array(scales), gt, size)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def batches(self, batch_size: int):
+        """Image batches (for BN recalibration on val-like inputs, or prediction)."""
+        for i in range(0, len(self), batch_size):
+            yield self.images[i:i + batch_size]
+
+    @torch.no_grad()
+    def predict(self, model: torch.nn.Module, arch: Arch | None = None, batch_size: int = 16
+                ) -> dict[str, np.ndarray]:
+        """WIDER-format detections (x y w h score, original pixels) keyed '<event>/<image>'."""
+        if arch is not None:
+            model.set_active(arch)
+        device = next(model.parameters()).device
+        out: dict[str, np.ndarray] = {}
+        for i in range(0, len(self), batch_size):
+            dets = model.predict(self.images[i:i + batch_size].to(device))
+            for j, d in enumerate(dets):
+                out[_stem_key(self.names[i + j])] = to_wider(d, float(self.scales[i + j]))
+        return out
+
+    def evaluate(self, model: torch.nn.Module, arch: Arch | None = None, batch_size: int = 16
+                 ) -> dict[str, float]:
+        """Easy/Medium/Hard AP of `model` (with `arch` active if given) on these images."""
+        preds = self.predict(model, arch, batch_size)
+        return {k: float(np.nan_to_num(v)) for k, v in evaluate(preds, self.gt, subset=True).items()}
+
+    def write(self, predictions: dict[str, np.ndarray], pred_dir: str | Path) -> None:
+        """Write predictions as official prediction files under `pred_dir`."""
+        for name in self.names:
+            write_predictions(pred_dir, name, predictions[_stem_key(name)])

@@ -1,0 +1,233 @@
+"""A training run on disk: run folder, checkpoints, logs, per-epoch subnet evaluation, resume.
+
+Used by `train_supernet.py` (arch=None: the supernet, paths from the configured sampler) and by
+`retrain.py` (one arch, standalone); both go through `detection.engine.train_one_epoch`.
+
+Run folder::
+
+    runs/<name>/config.yaml   resolved experiment (space inlined), written first
+    runs/<name>/supernet.pt   (or model.pt) latest checkpoint, written atomically every N steps
+    runs/<name>/log.csv       one row per optimizer step: loss, lr, images/s ...
+    runs/<name>/evals.csv     per epoch: AP of the evaluated subnets (BN recalibrated)
+
+Checkpoints hold the model, optimizer, schedule, sampler and RNG states, the position in the
+epoch, the arch (if standalone), the space fingerprint and the resolved config, so `--resume`
+continues exactly and `retrain.py` needs nothing else. They load with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+from tqdm import tqdm
+
+from detection.config import DetectorConfig
+from detection.data import DataConfig, build_loader
+from detection.engine import TrainConfig, TrainState, build_optimizer, build_scheduler, train_one_epoch
+from detection.inference import ValSet
+from detection.loss import DetectionLoss
+from detection.model import build_detector, build_supernet_detector
+from supernet.bn import recalibrate_bn
+from supernet.device import select_device
+from supernet.experiment import Experiment
+from supernet.io import atomic_torch_save, atomic_write_csv, atomic_write_text
+from supernet.samplers import StrictFairSampler, UniformSampler
+from supernet.space import Arch
+
+SAMPLERS = {"strict_fair": StrictFairSampler, "uniform": UniformSampler}
+
+
+class RunDirError(RuntimeError):
+    pass
+
+
+def prepare_run_dir(out: Path, resolved: dict, checkpoint_name: str, resume: bool,
+                    overwrite: bool) -> None:
+    """Refuse to mix runs: an existing run needs --resume (same config) or --overwrite."""
+    config_path = out / "config.yaml"
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        if not resume:
+            raise RunDirError(f"{out} already holds a run; pass --resume to continue it or "
+                              f"--overwrite to replace it (or choose another --out)")
+        if config_path.exists():
+            saved = yaml.safe_load(config_path.read_text())
+            if saved != resolved:
+                diff = sorted(k for k in set(saved) | set(resolved) if saved.get(k) != resolved.get(k))
+                raise RunDirError(f"{out}: --resume with a different config (sections differ: "
+                                  f"{', '.join(diff)}); use the same --config/--set or --overwrite")
+    elif overwrite and out.exists():
+        for name in (checkpoint_name, "log.csv", "evals.csv", "config.yaml"):
+            (out / name).unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(config_path, yaml.safe_dump(resolved, sort_keys=False))
+
+
+def load_checkpoint(path: Path) -> dict:
+    """Load a facenas checkpoint safely (tensors and plain data only)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated file, not a checkpoint, unsafe pickle
+        raise ValueError(f"{path}: not a readable facenas checkpoint ({err})") from err
+
+
+def _rng_state() -> dict:
+    return {"torch": torch.get_rng_state(), "numpy": json.dumps(np.random.get_state()[1].tolist()),
+            "numpy_pos": int(np.random.get_state()[2]), "python": json.dumps(random.getstate()[1])}
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(("MT19937", np.array(json.loads(state["numpy"]), dtype=np.uint32),
+                         state["numpy_pos"], 0, 0.0))
+    random.setstate((3, tuple(json.loads(state["python"])), None))
+
+
+def _eval_subnets(exp: Experiment, cfg: TrainConfig, epoch: int) -> list[tuple[str, Arch]]:
+    space = exp.space
+    rng = np.random.default_rng([cfg.seed, 7, epoch])
+    archs = [("smallest", space.smallest()), ("largest", space.largest()), ("baseline", space.baseline)]
+    archs += [(f"random{i}", space.sample(rng)) for i in range(cfg.eval_random_subnets)]
+    return archs
+
+
+def evaluate_subnets(model, archs: list[tuple[str, Arch]], val: ValSet, recal: list[torch.Tensor]
+                     ) -> list[dict]:
+    """AP of each arch (BN recalibrated on `recal` batches); the model's BN buffers are restored."""
+    saved = {k: v.clone() for k, v in model.state_dict().items() if "running" in k or "num_batches" in k}
+    rows = []
+    try:
+        for label, arch in archs:
+            if model.elastic:
+                recalibrate_bn(model, arch, recal)
+            model.eval()
+            ap = val.evaluate(model, arch if model.elastic else None)
+            rows.append({"subnet": label, "arch": str(arch), **ap})
+    finally:
+        model.load_state_dict(saved, strict=False)
+    return rows
+
+
+def train(exp: Experiment, out: Path, *, arch: Arch | None = None, resume: bool = False,
+          overwrite: bool = False, init: dict | None = None, progress: bool = True) -> dict:
+    """Train the supernet (arch None) or one standalone arch; returns a summary dict.
+
+    `init`: a checkpoint dict of a supernet to inherit weights from (retraining `--init supernet`).
+    """
+    out = Path(out)
+    cfg = exp.section("train", TrainConfig)
+    det_cfg = exp.section("detector", DetectorConfig)
+    data_cfg = exp.section("data", DataConfig)
+    resolved = exp.resolved()
+    if arch is not None:
+        resolved["arch"] = str(arch)
+    ckpt_name = "supernet.pt" if arch is None else "model.pt"
+    prepare_run_dir(out, resolved, ckpt_name, resume, overwrite)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = select_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    random.seed(cfg.seed)
+
+    space = exp.space
+    if arch is None:
+        model = build_supernet_detector(space, det_cfg)
+        sampler = SAMPLERS[cfg.sampler](space, cfg.seed)
+        sample_paths = sampler.step
+    else:
+        sampler, sample_paths = None, None
+        if init is None:
+            model = build_detector(space, arch, det_cfg)
+        else:  # inherit the supernet's weights for this arch
+            sup = build_supernet_detector(space, det_cfg)
+            sup.load_state_dict(init["model"])
+            model = sup.extract(arch)
+    model.to(device)
+    loss_fn = DetectionLoss(det_cfg)
+
+    loader = build_loader(data_cfg, "train", train=True, seed=cfg.seed)
+    steps_per_epoch = len(loader) if not cfg.max_steps_per_epoch else min(len(loader),
+                                                                          cfg.max_steps_per_epoch)
+    total = steps_per_epoch * cfg.epochs
+    optimizer = build_optimizer(model, cfg)
+    scheduler = build_scheduler(optimizer, cfg, total)
+    state = TrainState()
+    evals: list[dict] = []
+
+    ckpt_path = out / ckpt_name
+    if resume and ckpt_path.exists():
+        ck = load_checkpoint(ckpt_path)
+        if ck["space"] != space.fingerprint():
+            raise ValueError(f"{ckpt_path}: checkpoint from another search space "
+                             f"({ck['space']} vs {space.fingerprint()})")
+        model.load_state_dict(ck["model"])
+        optimizer.load_state_dict(ck["optimizer"])
+        scheduler.load_state_dict(ck["scheduler"])
+        if sampler is not None:
+            sampler.load_state_dict(json.loads(ck["sampler"]))
+        state = TrainState(**{k: ck["state"][k] for k in ("step", "epoch", "batch")},
+                           log=json.loads(ck["log"]))
+        evals = json.loads(ck["evals"])
+        _set_rng_state(ck["rng"])
+
+    def save() -> None:
+        atomic_torch_save({
+            "kind": "supernet" if arch is None else "standalone",
+            "arch": str(arch) if arch is not None else "",
+            "space": space.fingerprint(),
+            "config": yaml.safe_dump(resolved, sort_keys=False),
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "sampler": json.dumps(sampler.state_dict()) if sampler is not None else "",
+            "state": {"step": state.step, "epoch": state.epoch, "batch": state.batch},
+            "log": json.dumps(state.log), "evals": json.dumps(evals), "rng": _rng_state(),
+        }, ckpt_path)
+        atomic_write_csv(pd.DataFrame(state.log), out / "log.csv")
+        if evals:
+            atomic_write_csv(pd.DataFrame(evals), out / "evals.csv")
+
+    val = recal = None
+    if cfg.eval_images > 0:
+        val = ValSet.load(data_cfg, size=data_cfg.train_size, limit=cfg.eval_images)
+        recal_loader = build_loader(replace(data_cfg, workers=0), "train", train=True, seed=cfg.seed + 1)
+        recal = [images for images, _ in itertools.islice(recal_loader, cfg.bn_batches)]
+
+    bar = tqdm(total=total, initial=state.step, desc=f"train {exp.name}", unit="step",
+               disable=not progress, dynamic_ncols=True)
+
+    def on_step(st: TrainState, row: dict) -> None:
+        bar.update(1)
+        bar.set_postfix(epoch=st.epoch, loss=f"{row['loss']:.3f}", lr=f"{row['lr']:.2e}")
+        if st.step % cfg.checkpoint_every == 0:
+            save()
+
+    try:
+        while state.epoch < cfg.epochs:
+            loader.sampler.epoch = state.epoch
+            loader.sampler.start = state.batch * data_cfg.batch_size
+            train_one_epoch(model, loader, optimizer, scheduler, loss_fn, state, cfg,
+                            sample_paths=sample_paths, max_steps=steps_per_epoch, on_step=on_step)
+            if val is not None:
+                archs = _eval_subnets(exp, cfg, state.epoch) if arch is None else [("model", arch)]
+                rows = evaluate_subnets(model, archs, val, recal)
+                for r in rows:
+                    r.update(epoch=state.epoch, step=state.step)
+                evals.extend(rows)
+                bar.write(f"epoch {state.epoch}: " + ", ".join(
+                    f"{r['subnet']} easy {r['easy']:.3f}" for r in rows))
+            state.epoch, state.batch = state.epoch + 1, 0
+            save()
+    finally:
+        bar.close()
+    return {"out": str(out), "steps": state.step, "evals": evals,
+            "final_loss": state.log[-1]["loss"] if state.log else float("nan")}

@@ -1,0 +1,202 @@
+"""The generic search core: NSGA-II / GA / random search over integer (categorical) vectors.
+
+Nothing here knows about architectures. A problem is per-variable choice counts plus an objective
+function on a batch of vectors::
+
+    objective_fn(X: int array (n, n_var)) -> (F (n, n_obj), G (n, n_constr) or None[, records])
+
+where every objective is minimised, a row is feasible when all its G <= 0, and the optional
+`records` (one dict per row) are extra columns for the archive. `optimize` runs pymoo's
+ask/tell loop generation by generation: vectors already in the `Archive` are never passed to
+`objective_fn` again, and with a `run_dir` the archive (``candidates.csv``) and the pickled
+algorithm (``checkpoint.pkl``) are written atomically after every generation, so `resume=True`
+continues from the last completed generation with the same random stream as an uninterrupted run.
+
+    >>> choices = np.array([3] * 4)
+    >>> def fn(X):  # two conflicting objectives: sum of choices vs. sum of (2 - choices)
+    ...     return np.c_[X.sum(1), (2 - X).sum(1)], None
+    >>> res = nsga2(choices, fn, n_obj=2, pop=8, gens=3, seed=0)
+    >>> bool(np.all(res.F.sum(1) == 8))
+    True
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from pymoo.algorithms.moo.nsga2 import NSGA2
+from pymoo.algorithms.soo.nonconvex.ga import GA
+from pymoo.core.evaluator import Evaluator
+from pymoo.core.population import Population
+from pymoo.core.problem import Problem
+from pymoo.core.termination import NoTermination
+from pymoo.operators.crossover.ux import UX
+from pymoo.operators.selection.tournament import TournamentSelection
+from pymoo.problems.static import StaticProblem
+from tqdm import tqdm
+
+from evolution.archive import Archive
+from evolution.config import SearchConfig
+from evolution.operators import (CanonicalRepair, CategoricalMutation, SeenDuplicateElimination,
+                                 UniqueSampling, identity, sample_unique)
+from supernet.io import atomic_write_bytes
+
+ObjectiveFn = Callable[[np.ndarray], tuple]
+CHECKPOINT, CANDIDATES = "checkpoint.pkl", "candidates.csv"
+
+
+def vector_key(x) -> str:
+    """Archive key of a plain vector: ``"0-2-1"``."""
+    return "-".join(str(int(v)) for v in x)
+
+
+class EncodedProblem(Problem):
+    """Bounds and sizes of a categorical encoding (evaluation happens in `optimize`, not here)."""
+
+    def __init__(self, choices, n_obj: int, n_constr: int = 0,
+                 canonical: Callable = identity, key: Callable = vector_key):
+        choices = np.asarray(choices, dtype=np.int64).ravel()
+        if choices.size == 0 or np.any(choices < 1):
+            raise ValueError(f"choices must be positive counts per variable, got {choices.tolist()}")
+        super().__init__(n_var=len(choices), n_obj=n_obj, n_ieq_constr=n_constr,
+                         xl=np.zeros_like(choices), xu=choices - 1, vtype=int)
+        self.choices, self.canonical, self.key = choices, canonical, key
+
+    def _evaluate(self, x, out, *args, **kwargs):
+        raise RuntimeError("EncodedProblem is evaluated by evolution.engine.optimize (ask/tell)")
+
+
+class RandomSearch:
+    """Random search in the loop's ask/tell shape: `pop_size` new distinct vectors per generation."""
+
+    def __init__(self, pop_size: int):
+        self.pop_size, self.eliminate_duplicates = pop_size, SeenDuplicateElimination()
+
+    def setup(self, problem: EncodedProblem, seed: int, **kwargs) -> "RandomSearch":
+        self.problem, self.random_state = problem, np.random.default_rng(seed)
+        self.pop = Population.empty()
+        return self
+
+    def ask(self) -> Population:
+        X = sample_unique(self.problem.choices, self.pop_size, self.random_state,
+                          self.problem.canonical, self.eliminate_duplicates.seen)
+        return Population.new(X=X)
+
+    def tell(self, infills: Population, **kwargs) -> None:
+        self.pop = Population.merge(self.pop, infills)
+
+
+def tournament_by_cv_and_fitness(pop, P, random_state=None, **kwargs) -> np.ndarray:
+    """GA binary tournament: lower constraint violation wins, then lower F; ties by a coin flip.
+
+    Same rule as pymoo's `comp_by_cv_and_fitness`, which its decorator makes unpicklable (and
+    checkpoints pickle the algorithm)."""
+    cv, f = pop.get("CV")[:, 0], pop.get("F")[:, 0]
+    a, b = P[:, 0], P[:, 1]
+    by_cv = (cv[a] > 0) | (cv[b] > 0)
+    va, vb = np.where(by_cv, cv[a], f[a]), np.where(by_cv, cv[b], f[b])
+    coin = random_state.random(len(P)) < 0.5
+    return np.where(va < vb, a, np.where(vb < va, b, np.where(coin, a, b)))[:, None].astype(int)
+
+
+def build_algorithm(problem: EncodedProblem, config: SearchConfig):
+    """`random`, else pymoo GA (one objective, e.g. the MnasNet reward) or NSGA-II; set up, seeded."""
+    if config.algorithm == "random":
+        return RandomSearch(config.population).setup(problem, seed=config.seed)
+    seen = SeenDuplicateElimination()
+    operators = dict(pop_size=config.population, sampling=UniqueSampling(problem.canonical, seen),
+                     crossover=UX(prob=config.crossover_rate),
+                     mutation=CategoricalMutation(config.mutation_rate),
+                     repair=CanonicalRepair(problem.canonical), eliminate_duplicates=seen)
+    if problem.n_obj == 1:
+        algorithm = GA(selection=TournamentSelection(func_comp=tournament_by_cv_and_fitness),
+                       **operators)
+    else:
+        algorithm = NSGA2(**operators)
+    algorithm.setup(problem, termination=NoTermination(), seed=config.seed)
+    return algorithm
+
+
+def evaluate_cached(X: np.ndarray, objective_fn: ObjectiveFn, archive: Archive,
+                    key: Callable, generation: int) -> tuple[np.ndarray, np.ndarray]:
+    """(F, G) of the rows of X; only keys missing from `archive` go to `objective_fn` (once each)."""
+    keys = [key(x) for x in X]
+    todo = list(dict.fromkeys(k for k in keys if k not in archive))
+    if todo:
+        rows = [keys.index(k) for k in todo]
+        out = objective_fn(X[rows])
+        F, G = np.asarray(out[0], dtype=float).reshape(len(rows), -1), out[1]
+        G = np.zeros((len(rows), 0)) if G is None else np.asarray(G, dtype=float).reshape(len(rows), -1)
+        records = out[2] if len(out) > 2 else [{}] * len(rows)
+        for j, k in enumerate(todo):
+            archive.add(k, records[j], F[j], G[j], generation)
+    for k in keys:  # a row evaluated earlier only as the baseline now belongs to this generation
+        if archive[k]["generation"] < 0:
+            archive[k]["generation"] = generation
+    return archive.objectives(keys)
+
+
+@dataclass
+class LoopState:
+    """What `checkpoint.pkl` holds: the pymoo algorithm (population + RNG) after `generation` gens."""
+
+    algorithm: object
+    generation: int = 0
+    fingerprint: dict = field(default_factory=dict)
+
+
+def _load_state(path: Path, fingerprint: dict) -> LoopState:
+    state = pickle.loads(path.read_bytes())
+    diff = sorted(k for k in set(fingerprint) | set(state.fingerprint)
+                  if fingerprint.get(k) != state.fingerprint.get(k))
+    if diff:
+        details = "; ".join(f"{k}: checkpoint {state.fingerprint.get(k)!r}, now {fingerprint.get(k)!r}"
+                            for k in diff)
+        raise ValueError(f"cannot resume {path}: the search config differs ({details})")
+    return state
+
+
+def optimize(problem: EncodedProblem, objective_fn: ObjectiveFn, config: SearchConfig,
+             archive: Archive | None = None, *, run_dir: str | Path | None = None,
+             fingerprint: dict | None = None, resume: bool = False,
+             summary: Callable[[Archive], dict] | None = None) -> tuple[object, Archive]:
+    """Run `config.generations` generations (continuing a checkpoint if `resume`); see module doc."""
+    archive = archive if archive is not None else Archive("x")
+    ckpt = Path(run_dir) / CHECKPOINT if run_dir is not None else None
+    fingerprint = dict(fingerprint or {})
+    if ckpt is not None and resume and ckpt.exists():
+        state = _load_state(ckpt, fingerprint)
+    else:
+        state = LoopState(build_algorithm(problem, config), 0, fingerprint)
+    bar = tqdm(total=config.generations, initial=min(state.generation, config.generations),
+               disable=not config.progress, desc=config.algorithm, unit="gen")
+    for gen in range(state.generation, config.generations):
+        pop = state.algorithm.ask()
+        X = np.rint(pop.get("X")).astype(np.int64).reshape(len(pop), problem.n_var)
+        F, G = evaluate_cached(X, objective_fn, archive, problem.key, gen)
+        values = {"F": F, "G": G} if problem.n_ieq_constr else {"F": F}
+        Evaluator().eval(StaticProblem(problem, **values), pop)
+        state.algorithm.tell(infills=pop)
+        state.algorithm.eliminate_duplicates.seen.update(tuple(int(v) for v in x) for x in X)
+        state.generation = gen + 1
+        if ckpt is not None:  # archive first: a crash in between only re-asks cached archs
+            archive.save(ckpt.parent / CANDIDATES)
+            atomic_write_bytes(ckpt, pickle.dumps(state))
+        if summary is not None:
+            bar.set_postfix(summary(archive), refresh=False)
+        bar.update()
+    bar.close()
+    return state.algorithm, archive
+
+
+def nsga2(choices, evaluate_fn: ObjectiveFn, n_obj: int, n_constr: int = 0, pop: int = 32,
+          gens: int = 20, seed: int = 0, canonical: Callable = identity):
+    """In-memory NSGA-II (GA if `n_obj` == 1) on a categorical encoding -> pymoo `Result`."""
+    problem = EncodedProblem(choices, n_obj, n_constr, canonical)
+    config = SearchConfig(population=pop, generations=gens, seed=seed, progress=False)
+    algorithm, _ = optimize(problem, evaluate_fn, config)
+    return algorithm.result()

@@ -1,0 +1,46 @@
+"""Latency configuration (the `latency:` section of an experiment YAML); defaults live here.
+
+    latency:
+      threads: 2        # onnxruntime intra-op threads (set explicitly: the table is per thread count)
+      repeats: 50
+
+    >>> exp = Experiment.from_yaml("experiments/default.yaml")   # doctest: +SKIP
+    >>> cfg = exp.section("latency", LatencyConfig)              # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class LatencyConfig:
+    threads: int = 1  # onnxruntime intra_op_num_threads; 1 = no thread pool, least noise
+    warmup: int = 10  # untimed runs per entry (first runs allocate and fill caches)
+    repeats: int = 50  # timed runs per entry: the table keeps their median and p90
+    passes: int = 1  # >1: re-time each entry this many times, pass_cv = run-to-run variation
+    opset: int = 17
+    provider: str = "CPUExecutionProvider"
+    # "wall" = elapsed time. "cpu" = process CPU time: ignores time preempted by other processes,
+    # for building a table on a shared busy machine; only meaningful with threads: 1
+    clock: str = "wall"
+    flush_every: int = 20  # rewrite the CSV after this many new entries (a kill loses at most this)
+    calibration_archs: int = 20  # whole subnets measured end to end to fit the affine correction
+    validation_archs: int = 30  # whole subnets for `latency.validate` (other seed, disjoint)
+    pool_size: int = 2000  # archs sampled to pick calibration/validation subnets spread in latency
+    seed: int = 0  # calibration subnets; validation uses seed + 1
+
+    def __post_init__(self) -> None:
+        for name in ("threads", "repeats", "passes", "opset", "flush_every", "pool_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"latency.{name} must be >= 1, got {getattr(self, name)}")
+        if self.clock not in ("wall", "cpu"):
+            raise ValueError(f"latency.clock must be 'wall' or 'cpu', got {self.clock!r}")
+        if self.clock == "cpu" and self.threads != 1:
+            raise ValueError("latency.clock 'cpu' adds up the CPU time of all threads: "
+                             f"use it with threads: 1, not {self.threads}")
+        if self.warmup < 0:
+            raise ValueError(f"latency.warmup must be >= 0, got {self.warmup}")
+        if self.calibration_archs < 2:
+            raise ValueError(f"latency.calibration_archs must be >= 2 (an affine fit), "
+                             f"got {self.calibration_archs}")

@@ -1,0 +1,233 @@
+"""Build the latency table on this machine (or import one measured on a device).
+
+    python -m latency.measure --config experiments/default.yaml --out runs/lut_t1.csv
+    python -m latency.measure --config experiments/tiny.yaml --set detector.input_size=[64,64] \\
+        --out /tmp/tiny.csv --calibrate
+    python -m latency.measure --import bundle/results_t2.json --out runs/lut_device.csv
+
+Each entry of `latency.keys.build_entries` (every `space.blocks(input_size)`, a lateral per tap
+width, the head) is exported to ONNX (TorchScript exporter, eval mode) and timed with
+`latency.device_bench.time_session` (the same code the device bundle runs). The CSV is rewritten
+atomically every `latency.flush_every` entries, so a killed run resumes where it stopped;
+`--force` re-measures everything. The sidecar ``<out>.json`` records device, settings, input
+size, space fingerprint and (after `--calibrate` or `latency.calibrate`) the affine calibration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from detection.config import DetectorConfig
+from latency.config import LatencyConfig
+from latency.device_bench import RESULTS_FORMAT, device_info, make_session, time_session
+from latency.keys import Entry, build_entries
+from latency.parts import build_module, export_onnx
+from latency.table import (TABLE_COLUMNS, detector_meta, fit_affine, meta_path, read_meta,
+                           write_table)
+from supernet.experiment import Experiment
+
+TABLE_FORMAT = "facenas-latency-table/1"
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def settings(cfg: LatencyConfig) -> dict:
+    """The timing settings a table depends on (resuming requires the same ones)."""
+    return {"threads": cfg.threads, "warmup": cfg.warmup, "repeats": cfg.repeats,
+            "passes": cfg.passes, "opset": cfg.opset, "provider": cfg.provider, "clock": cfg.clock}
+
+
+def table_meta(exp: Experiment, overrides: list[str], lat: LatencyConfig,
+               det: DetectorConfig) -> dict:
+    """Sidecar contents before measuring (`measure_table` adds progress and CV figures)."""
+    return {"format": TABLE_FORMAT, "config": exp.source, "overrides": list(overrides),
+            "space_source": exp.space.source, "fingerprint": exp.space.fingerprint(),
+            "input_size": list(det.input_size), "detector": detector_meta(det),
+            "device": device_info(lat.threads, lat.provider), "settings": settings(lat),
+            "calibration": {"a": 1.0, "b": 0.0, "fitted": False}}
+
+
+def measure_entry(entry: Entry, det: DetectorConfig, lat: LatencyConfig) -> dict:
+    """Export one entry and time it: {median_ms, p90_ms, cv, pass_cv, ...}."""
+    onnx = export_onnx(build_module(entry, det), entry.inputs, lat.opset)
+    return time_session(make_session(onnx, lat.threads, lat.provider), lat.warmup, lat.repeats,
+                        lat.passes, clock=lat.clock)
+
+
+def _same_setup(old: dict, new: dict) -> str | None:
+    """Why an existing table cannot be resumed into `new`, or None."""
+    for key in ("fingerprint", "input_size", "detector", "settings"):
+        if old.get(key) != new.get(key):
+            return f"{key} {old.get(key)} != {new.get(key)}"
+    for key in ("cpu", "onnxruntime", "provider", "threads"):
+        if old.get("device", {}).get(key) != new["device"].get(key):
+            return f"device {key} {old.get('device', {}).get(key)!r} != {new['device'].get(key)!r}"
+    return None
+
+
+def summarize_cv(frame: pd.DataFrame) -> dict:
+    cv = frame["cv"].to_numpy(dtype=float)
+    out = {"median": float(np.median(cv)), "p90": float(np.percentile(cv, 90)),
+           "max": float(cv.max())} if len(cv) else {}
+    pcv = frame["pass_cv"].to_numpy(dtype=float)
+    if len(pcv) and np.isfinite(pcv).any():
+        out["pass_median"] = float(np.nanmedian(pcv))
+        out["pass_p90"] = float(np.nanpercentile(pcv, 90))
+    return out
+
+
+def measure_table(entries: list[Entry], out: str | Path, meta: dict, det: DetectorConfig,
+                  lat: LatencyConfig, force: bool = False,
+                  measure: Callable[[Entry, DetectorConfig, LatencyConfig], dict] | None = None,
+                  progress: bool = True) -> pd.DataFrame:
+    """Measure the entries not yet in `out` (all with `force`), flushing every `lat.flush_every`.
+
+    `measure(entry, det, lat) -> {median_ms, p90_ms, cv, pass_cv}` defaults to `measure_entry`.
+    """
+    out, measure = Path(out), measure or measure_entry
+    rows: list[dict] = []
+    build_seconds = 0.0
+    if out.is_file() and not force:
+        if not meta_path(out).is_file():
+            raise SystemExit(f"{out} exists without its sidecar {meta_path(out)}; "
+                             "pass --force to re-measure or choose another --out")
+        old_meta = read_meta(out)
+        reason = _same_setup(old_meta, meta)
+        if reason:
+            raise SystemExit(f"{out} was measured with another setup ({reason}); "
+                             "pass --force to re-measure or choose another --out")
+        wanted = {e.key for e in entries}
+        rows = [r for r in pd.read_csv(out).to_dict("records") if r["key"] in wanted]
+        build_seconds = float(old_meta.get("build_seconds", 0.0))
+        if len(rows) == len(entries):
+            meta["calibration"] = old_meta.get("calibration", meta["calibration"])
+    done = {r["key"] for r in rows}
+    todo = [e for e in entries if e.key not in done]
+    start = time.perf_counter()
+
+    def flush() -> pd.DataFrame:
+        frame = pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
+        order = {e.key: i for i, e in enumerate(entries)}
+        frame = frame.sort_values("key", key=lambda s: s.map(order)).reset_index(drop=True)
+        meta.update(n_entries=len(frame), n_expected=len(entries),
+                    complete=len(frame) == len(entries),
+                    build_seconds=round(build_seconds + time.perf_counter() - start, 2),
+                    cv=summarize_cv(frame), updated_at=now())
+        write_table(frame, meta, out)
+        return frame
+
+    bar = tqdm(total=len(entries), initial=len(done), unit="entry", disable=not progress,
+               desc=f"measuring {out.name}")
+    try:
+        for i, entry in enumerate(todo, 1):
+            timing = measure(entry, det, lat)
+            rows.append({**entry.row(), **{k: timing[k] for k in TABLE_COLUMNS if k in timing},
+                         "measured_at": now()})
+            bar.update()
+            if i % lat.flush_every == 0:
+                flush()
+    finally:
+        bar.close()
+    return flush()
+
+
+def import_results(results_path: str | Path, out: str | Path) -> pd.DataFrame:
+    """Turn a device_bench results file into a table (+ calibration if it timed whole subnets)."""
+    results = json.loads(Path(results_path).read_text())
+    if results.get("format") != RESULTS_FORMAT:
+        raise ValueError(f"{results_path}: not a device_bench results file "
+                         f"(format {results.get('format')!r}, expected {RESULTS_FORMAT!r})")
+    entries = results["entries"]
+    rows = [e for e in entries if e["kind"] != "subnet"]
+    frame = pd.DataFrame(rows).reindex(columns=list(TABLE_COLUMNS))
+    meta = {**results["table"], "format": TABLE_FORMAT, "device": results["device"],
+            "settings": {**results["table"].get("settings", {}), **results["settings"],
+                         "provider": results["device"]["provider"]},
+            "imported_from": str(results_path), "n_entries": len(frame),
+            "n_expected": results["table"].get("n_entries", len(frame)),
+            "cv": summarize_cv(frame), "updated_at": now(),
+            "calibration": {"a": 1.0, "b": 0.0, "fitted": False}}
+    meta["complete"] = meta["n_entries"] == meta["n_expected"]
+    subnets = [e for e in entries if e["kind"] == "subnet"]
+    if len(subnets) >= 2:
+        median = dict(zip(frame["key"], frame["median_ms"]))
+        missing = [k for s in subnets for k in s["parts"] if k not in median]
+        if missing:
+            raise ValueError(f"{results_path}: subnet part {missing[0]!r} was not timed; "
+                             "re-run device_bench.py to finish the bundle")
+        raw = [sum(median[k] for k in s["parts"]) for s in subnets]
+        meta["calibration"] = calibration_record([s["arch"] for s in subnets], raw,
+                                                 [s["median_ms"] for s in subnets])
+    write_table(frame, meta, out)
+    return frame
+
+
+def calibration_record(archs: list[str], raw: list[float], measured: list[float]) -> dict:
+    """Sidecar `calibration`: the affine fit and the data it was fitted on."""
+    a, b = fit_affine(raw, measured)
+    raw_a, meas_a = np.asarray(raw), np.asarray(measured)
+    err = np.abs(a * raw_a + b - meas_a) / meas_a
+    return {"a": a, "b": b, "fitted": True, "n": len(archs), "fitted_at": now(),
+            "fit_mape": float(err.mean() * 100), "archs": list(archs),
+            "raw_ms": [float(x) for x in raw], "measured_ms": [float(x) for x in measured]}
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", help="experiment YAML (space, detector, latency sections)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. latency.threads=2 (repeatable)")
+    p.add_argument("--out", required=True, help="table CSV (sidecar written to <out>.json)")
+    p.add_argument("--force", action="store_true", help="re-measure entries already in --out")
+    p.add_argument("--calibrate", action="store_true",
+                   help="then time latency.calibration_archs whole subnets and fit a * raw + b")
+    p.add_argument("--import", dest="import_path", metavar="RESULTS",
+                   help="build --out from a device_bench results file instead of measuring")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = get_args_parser().parse_args(argv)
+    if args.import_path:
+        frame = import_results(args.import_path, args.out)
+        meta = read_meta(args.out)
+        print(f"imported {len(frame)} entries from {args.import_path} -> {args.out} "
+              f"(calibration {meta['calibration'].get('fitted') and 'fitted' or 'none'})")
+        return 0
+    if not args.config:
+        raise SystemExit("--config is required unless --import is given")
+    exp = Experiment.from_yaml(args.config, args.set)
+    lat = exp.section("latency", LatencyConfig)
+    det = exp.section("detector", DetectorConfig)
+    entries = build_entries(exp.space, det)
+    meta = table_meta(exp, args.set, lat, det)
+    start = time.perf_counter()
+    frame = measure_table(entries, args.out, meta, det, lat, args.force,
+                          progress=not args.no_progress)
+    meta = read_meta(args.out)
+    print(json.dumps({k: meta[k] for k in ("device", "settings", "input_size", "fingerprint")}))
+    print(f"{args.out}: {len(frame)} entries ({(frame['kind'] == 'block').sum()} blocks), "
+          f"this run {time.perf_counter() - start:.1f} s, total build {meta['build_seconds']:.1f} s, "
+          f"cv median {meta['cv']['median']:.3f} p90 {meta['cv']['p90']:.3f} max {meta['cv']['max']:.3f}")
+    if args.calibrate:
+        from latency.calibrate import calibrate_table
+
+        calibrate_table(args.out, exp, lat, det, lat.calibration_archs)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

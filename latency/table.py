@@ -1,0 +1,165 @@
+"""The latency lookup table: load, check against the space, predict an arch's detector latency.
+
+A table is a CSV (one row per entry, see `latency.keys`) plus a sidecar ``<table>.csv.json`` with
+the device, the input size, the space fingerprint and the calibration::
+
+    >>> table = LatencyTable.load("runs/lut.csv", exp.space, exp.section("detector", DetectorConfig))
+    >>> table.raw(arch)             # sum of block medians + laterals + head, ms   # doctest: +SKIP
+    >>> table.predict(arch)         # a * raw + b (affine fitted on whole subnets)  # doctest: +SKIP
+    >>> table.predict_many(archs)   # np.ndarray, ~1 us per cached arch             # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from detection.config import DetectorConfig
+from latency.keys import COLUMNS, arch_keys
+from supernet.io import atomic_write_csv, atomic_write_text
+from supernet.space import Arch, SearchSpace
+
+TIMING_COLUMNS = ("median_ms", "p90_ms", "cv", "pass_cv", "measured_at")
+TABLE_COLUMNS = COLUMNS + TIMING_COLUMNS
+
+
+def meta_path(table_path: str | Path) -> Path:
+    """The sidecar of ``table.csv`` is ``table.csv.json``."""
+    return Path(f"{table_path}.json")
+
+
+def read_meta(table_path: str | Path) -> dict:
+    path = meta_path(table_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"latency table sidecar not found: {path} (written beside the CSV "
+                                "by latency.measure)")
+    return json.loads(path.read_text())
+
+
+def write_meta(table_path: str | Path, meta: dict) -> None:
+    atomic_write_text(meta_path(table_path), json.dumps(meta, indent=1) + "\n")
+
+
+def write_table(frame: pd.DataFrame, meta: dict, table_path: str | Path) -> None:
+    """CSV then sidecar, each atomically (the sidecar is what a reader checks first)."""
+    atomic_write_csv(frame.loc[:, list(TABLE_COLUMNS)], table_path)
+    write_meta(table_path, meta)
+
+
+def detector_meta(cfg: DetectorConfig) -> dict:
+    """The detector fields a table depends on (the keys encode them, the sidecar records them)."""
+    return {"feature_strides": list(cfg.feature_strides), "neck_channels": cfg.neck_channels,
+            "n_anchors": cfg.n_anchors}
+
+
+def fit_affine(raw: Sequence[float], measured: Sequence[float]) -> tuple[float, float]:
+    """Least-squares (a, b) with measured ~ a * raw + b."""
+    raw, measured = np.asarray(raw, dtype=np.float64), np.asarray(measured, dtype=np.float64)
+    if raw.shape != measured.shape or raw.size < 2:
+        raise ValueError(f"need >= 2 (raw, measured) pairs of equal length, got {raw.size} and "
+                         f"{measured.size}")
+    design = np.stack([raw, np.ones_like(raw)], axis=1)
+    (a, b), *_ = np.linalg.lstsq(design, measured, rcond=None)
+    return float(a), float(b)
+
+
+def check_meta(meta: dict, space: SearchSpace, cfg: DetectorConfig, source: str) -> None:
+    """ValueError naming both values when the table was built for another space or detector."""
+    checks = (("space fingerprint", meta.get("fingerprint"), space.fingerprint()),
+              ("input size", list(meta.get("input_size") or []), list(cfg.input_size)),
+              ("detector", meta.get("detector"), detector_meta(cfg)))
+    for what, theirs, ours in checks:
+        if theirs != ours:
+            raise ValueError(f"latency table {source} was built for {what} {theirs}, but this run "
+                             f"uses {what} {ours} (space {space.source}); rebuild it with "
+                             "python -m latency.measure")
+
+
+class LatencyTable:
+    """Median latencies of every entry; `predict(arch)` adds up an arch's entries."""
+
+    def __init__(self, frame: pd.DataFrame, meta: dict, space: SearchSpace, cfg: DetectorConfig,
+                 source: str = "<table>"):
+        self.frame, self.meta, self.space, self.cfg, self.source = frame, meta, space, cfg, source
+        self._ids = {k: i for i, k in enumerate(frame["key"])}
+        if len(self._ids) != len(frame):
+            raise ValueError(f"latency table {source} lists a key twice")
+        self._median = frame["median_ms"].to_numpy(dtype=np.float64)
+        self._arch_ids: dict[Arch, np.ndarray] = {}
+
+    @classmethod
+    def load(cls, path: str | Path, space: SearchSpace, cfg: DetectorConfig) -> "LatencyTable":
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"latency table not found: {path} (build it with "
+                                    "python -m latency.measure --config ... --out ...)")
+        meta = read_meta(path)
+        check_meta(meta, space, cfg, str(path))
+        frame = pd.read_csv(path)
+        missing = [c for c in ("key", "median_ms") if c not in frame.columns]
+        if missing:
+            raise ValueError(f"latency table {path}: missing column {missing[0]!r}")
+        return cls(frame, meta, space, cfg, str(path))
+
+    # -- lookup ---------------------------------------------------------------------------------
+    def keys(self, arch: Arch) -> list[str]:
+        """The entries `arch` adds up: its blocks, a lateral per tap, the head."""
+        return arch_keys(self.space, arch, self.cfg)
+
+    def ids(self, arch: Arch) -> np.ndarray:
+        """Row indices of `arch`'s entries (cached); KeyError naming the first missing key."""
+        ids = self._arch_ids.get(arch)
+        if ids is None:
+            keys = self.keys(arch)
+            try:
+                ids = np.fromiter((self._ids[k] for k in keys), dtype=np.int64, count=len(keys))
+            except KeyError as err:
+                raise KeyError(f"latency table {self.source} has no entry {err.args[0]!r} "
+                               f"(needed by {arch}); re-run python -m latency.measure "
+                               "to complete it") from None
+            self._arch_ids[arch] = ids
+        return ids
+
+    def __getitem__(self, key: str) -> float:
+        """Median latency (ms) of one entry."""
+        if key not in self._ids:
+            raise KeyError(f"latency table {self.source} has no entry {key!r}")
+        return float(self._median[self._ids[key]])
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    def missing(self, keys: Iterable[str]) -> list[str]:
+        return [k for k in keys if k not in self._ids]
+
+    # -- prediction -----------------------------------------------------------------------------
+    @property
+    def calibration(self) -> tuple[float, float]:
+        """(a, b) of predict = a * raw + b; (1, 0) until `latency.calibrate` has run."""
+        cal = self.meta.get("calibration") or {}
+        return float(cal.get("a", 1.0)), float(cal.get("b", 0.0))
+
+    def raw(self, arch: Arch) -> float:
+        """Sum of the medians of `arch`'s entries (ms), no calibration."""
+        return float(self._median[self.ids(arch)].sum())
+
+    def predict(self, arch: Arch) -> float:
+        a, b = self.calibration
+        return a * self.raw(arch) + b
+
+    def raw_many(self, archs: Sequence[Arch]) -> np.ndarray:
+        """`raw` of each arch, vectorised: one gather and one segmented sum over all archs."""
+        if len(archs) == 0:
+            return np.zeros(0)
+        parts = [self.ids(a) for a in archs]
+        lengths = np.fromiter((len(p) for p in parts), dtype=np.int64, count=len(parts))
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        return np.add.reduceat(self._median[np.concatenate(parts)], starts)
+
+    def predict_many(self, archs: Sequence[Arch]) -> np.ndarray:
+        a, b = self.calibration
+        return a * self.raw_many(archs) + b

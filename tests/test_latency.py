@@ -1,0 +1,354 @@
+"""Latency table: coverage, additivity, errors, resume, device import, calibration, bundle script.
+
+Most tests time entries with a deterministic fake (`_fake`) so they run in milliseconds; the real
+onnxruntime path is exercised on a handful of entries at 64x64 (experiments/tiny.yaml).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from detection.config import DetectorConfig
+from latency import device_bench
+from latency.bundle import write_bundle
+from latency.calibrate import calibrate_table, spread_archs
+from latency.config import LatencyConfig
+from latency.keys import build_entries, head_key, lateral_key
+from latency.measure import import_results, main as measure_main, measure_entry, measure_table, table_meta
+from latency.parts import Detector, export_onnx
+from latency.table import LatencyTable, fit_affine, read_meta, write_meta
+from latency.validate import validate_table
+from supernet.experiment import Experiment
+
+ROOT = Path(__file__).resolve().parents[1]
+SIZE = (64, 64)
+
+
+@pytest.fixture(scope="module")
+def exp() -> Experiment:
+    return Experiment.from_yaml(ROOT / "experiments/tiny.yaml")
+
+
+@pytest.fixture(scope="module")
+def det(exp) -> DetectorConfig:
+    det = exp.section("detector", DetectorConfig)
+    assert tuple(det.input_size) == SIZE
+    return det
+
+
+@pytest.fixture(scope="module")
+def lat() -> LatencyConfig:
+    return LatencyConfig(warmup=1, repeats=5, flush_every=3, calibration_archs=3)
+
+
+def _fake(entry, det, lat) -> dict:
+    """Deterministic 'timing': depends only on the entry, so hand sums are exact."""
+    ms = 0.001 * (entry.c_in + entry.c_out) * entry.height * entry.width / 64 + entry.kernel * 1e-3
+    return {"median_ms": ms, "p90_ms": 1.1 * ms, "cv": 0.01, "pass_cv": float("nan")}
+
+
+@pytest.fixture(scope="module")
+def fake_table(tmp_path_factory, exp, det, lat) -> Path:
+    out = tmp_path_factory.mktemp("lut") / "tiny.csv"
+    measure_table(build_entries(exp.space, det), out, table_meta(exp, [], lat, det), det, lat,
+                  measure=_fake, progress=False)
+    return out
+
+
+def _archs(space, n=20, seed=0):
+    rng = np.random.default_rng(seed)
+    return [space.baseline, space.smallest(), space.largest()] + [space.sample(rng) for _ in range(n)]
+
+
+def test_table_covers_blocks_laterals_head(fake_table, exp, det):
+    space = exp.space
+    frame = pd.read_csv(fake_table)
+    blocks = {str(k) for k in space.blocks(SIZE)}
+    assert set(frame.loc[frame.kind == "block", "key"]) == blocks
+    taps = space.tap_stages(det.feature_strides)  # tiny: stages 2, 3, 4 at 8x8, 4x4, 2x2
+    sizes = [(8, 8), (4, 4), (2, 2)]
+    c, a = det.neck_channels, det.n_anchors
+    laterals = {lateral_key(c, det.neck_channels, s) for i, s in zip(taps, sizes)
+                for c in space.stages[i].widths}
+    assert set(frame.loc[frame.kind == "lateral", "key"]) == laterals
+    assert list(frame.loc[frame.kind == "head", "key"]) == [head_key(c, a, sizes)]
+    assert len(frame) == len(blocks) + len(laterals) + 1
+    assert list(frame.columns[:11]) == ["key", "kind", "op", "kernel", "c_in", "c_out", "stride",
+                                        "expand", "se", "height", "width"]
+    assert {"median_ms", "p90_ms", "cv"} <= set(frame.columns)
+    meta = read_meta(fake_table)
+    assert meta["fingerprint"] == space.fingerprint() and meta["input_size"] == [64, 64]
+    assert meta["device"]["threads"] == 1 and meta["device"]["onnxruntime"]
+    assert meta["complete"] and meta["n_entries"] == len(frame)
+
+
+def test_raw_is_the_hand_sum_and_predict_many_matches(fake_table, exp, det):
+    space = exp.space
+    table = LatencyTable.load(fake_table, space, det)
+    median = dict(zip(table.frame.key, table.frame.median_ms))
+    for arch in _archs(space, 5):
+        keys = [str(k) for k in space.layers(arch, SIZE)]
+        taps = space.tap_blocks(arch, det.feature_strides)
+        keys += [lateral_key(arch.blocks[t].channels, det.neck_channels, s)
+                 for t, s in zip(taps, [(8, 8), (4, 4), (2, 2)])]
+        keys.append(head_key(det.neck_channels, det.n_anchors, [(8, 8), (4, 4), (2, 2)]))
+        assert table.raw(arch) == pytest.approx(sum(median[k] for k in keys), rel=1e-12)
+        assert table.predict(arch) == table.raw(arch)  # not calibrated yet: a=1, b=0
+    table.meta["calibration"] = {"a": 1.5, "b": 0.25, "fitted": True}
+    archs = _archs(space, 50, seed=1)
+    many = table.predict_many(archs)
+    assert many.shape == (len(archs),)
+    np.testing.assert_allclose(many, [table.predict(a) for a in archs], rtol=1e-12)
+    np.testing.assert_allclose(many, 1.5 * table.raw_many(archs) + 0.25, rtol=1e-12)
+    assert table.predict_many([]).shape == (0,)
+
+
+@pytest.mark.slow
+def test_predict_many_10k_under_a_second(fake_table, exp, det):
+    table = LatencyTable.load(fake_table, exp.space, det)
+    rng = np.random.default_rng(2)
+    archs = [exp.space.sample(rng) for _ in range(10_000)]
+    table.predict_many(archs)  # warm-up: builds the per-arch key-id cache
+    start = time.perf_counter()
+    table.predict_many(archs)
+    assert time.perf_counter() - start < 1.0
+
+
+def test_missing_entry_raises_keyerror_naming_the_block(fake_table, exp, det, tmp_path):
+    arch = exp.space.largest()
+    gone = str(exp.space.layers(arch, SIZE)[3])
+    frame = pd.read_csv(fake_table)
+    frame[frame.key != gone].to_csv(tmp_path / "t.csv", index=False)
+    write_meta(tmp_path / "t.csv", read_meta(fake_table))
+    table = LatencyTable.load(tmp_path / "t.csv", exp.space, det)
+    with pytest.raises(KeyError, match=gone.replace("@", ".")):
+        table.predict(arch)
+    with pytest.raises(KeyError, match="no entry"):
+        table.predict_many([exp.space.baseline, arch])
+
+
+def test_table_from_another_space_or_input_size_is_a_clear_error(fake_table, exp, det):
+    with pytest.raises(ValueError, match=r"input size \[64, 64\].*input size \[96, 96\]"):
+        LatencyTable.load(fake_table, exp.space, dataclasses.replace(det, input_size=(96, 96)))
+    other = Experiment.from_yaml(ROOT / "experiments/default.yaml").space
+    with pytest.raises(ValueError, match=f"{exp.space.fingerprint()}.*{other.fingerprint()}"):
+        LatencyTable.load(fake_table, other, det)
+    with pytest.raises(ValueError, match="detector"):
+        LatencyTable.load(fake_table, exp.space, dataclasses.replace(det, neck_channels=32))
+
+
+def test_resume_keeps_measured_entries(exp, det, tmp_path):
+    lat = LatencyConfig(flush_every=4)
+    entries = build_entries(exp.space, det)
+    out, meta = tmp_path / "r.csv", table_meta(exp, [], lat, det)
+    calls = []
+
+    def dies_after_10(entry, det, lat):
+        if len(calls) == 10:
+            raise KeyboardInterrupt("simulated kill")
+        calls.append(entry.key)
+        return {**_fake(entry, det, lat), "median_ms": 1.0}
+
+    with pytest.raises(KeyboardInterrupt):
+        measure_table(entries, out, dict(meta), det, lat, measure=dies_after_10, progress=False)
+    kept = pd.read_csv(out)
+    assert len(kept) == 8  # flushed after entries 4 and 8; the 9th and 10th are lost
+    assert not read_meta(out)["complete"]
+
+    second = []
+
+    def counting(entry, det, lat):
+        second.append(entry.key)
+        return {**_fake(entry, det, lat), "median_ms": 2.0}
+
+    lat = LatencyConfig(flush_every=1000)  # same timing settings, fewer rewrites (test speed)
+    frame = measure_table(entries, out, dict(meta), det, lat, measure=counting, progress=False)
+    assert len(second) == len(entries) - 8 and not set(second) & set(kept.key)
+    assert len(frame) == len(entries) and read_meta(out)["complete"]
+    assert (frame.set_index("key").loc[kept.key, "median_ms"] == 1.0).all()
+    assert list(frame.key) == [e.key for e in entries]
+    # --force re-measures everything
+    second.clear()
+    frame = measure_table(entries, out, dict(meta), det, lat, force=True, measure=counting,
+                          progress=False)
+    assert len(second) == len(entries) and (frame.median_ms == 2.0).all()
+    # another setup cannot be resumed into the same file
+    with pytest.raises(SystemExit, match="settings"):
+        measure_table(entries, out, table_meta(exp, [], LatencyConfig(repeats=7), det), det, lat,
+                      measure=counting, progress=False)
+
+
+def test_real_timing_of_a_block_lateral_and_head(exp, det, lat):
+    entries = build_entries(exp.space, det)
+    picked = [entries[0], next(e for e in entries if e.kind == "lateral"), entries[-1]]
+    assert [e.kind for e in picked] == ["block", "lateral", "head"]
+    for entry in picked:
+        t = measure_entry(entry, det, lat)
+        assert 0 < t["median_ms"] <= t["p90_ms"] and t["cv"] >= 0 and t["n"] == lat.repeats
+
+
+def test_exported_detector_matches_torch(exp, det):
+    import onnxruntime as ort
+    import torch
+
+    model = Detector(exp.space, exp.space.baseline, det).eval()
+    sess = ort.InferenceSession(export_onnx(model, ((1, 3, *SIZE),)),
+                                providers=["CPUExecutionProvider"])
+    x = torch.randn(1, 3, *SIZE)
+    with torch.no_grad():
+        cls, box = model(x)
+    got = sess.run(None, {"x0": x.numpy()})
+    np.testing.assert_allclose(got[0], cls.numpy(), atol=1e-4)
+    np.testing.assert_allclose(got[1], box.numpy(), atol=1e-4)
+
+
+def test_fit_affine_recovers_known_affine():
+    rng = np.random.default_rng(0)
+    raw = rng.uniform(1, 30, 25)
+    assert fit_affine(raw, 1.3 * raw + 0.7) == pytest.approx((1.3, 0.7), abs=1e-9)
+    a, b = fit_affine(raw, 0.9 * raw - 0.4 + rng.normal(0, 0.01, raw.size))
+    assert a == pytest.approx(0.9, abs=2e-3) and b == pytest.approx(-0.4, abs=3e-2)
+    with pytest.raises(ValueError):
+        fit_affine([1.0], [2.0])
+
+
+def test_spread_archs_span_the_range(fake_table, exp, det):
+    table = LatencyTable.load(fake_table, exp.space, det)
+    cal = spread_archs(exp.space, table.raw_many, 8, seed=0, pool_size=500)
+    val = spread_archs(exp.space, table.raw_many, 10, seed=1, pool_size=500, exclude=cal,
+                       extremes=True)
+    assert len(set(cal)) == 8 and len(set(val)) == 10 and not set(cal) & set(val)
+    assert val[0] == exp.space.smallest() and val[-1] == exp.space.largest()
+    assert exp.space.smallest() not in cal and exp.space.largest() not in cal
+    raw = table.raw_many(val)
+    assert raw[0] == raw.min() and raw[-1] == raw.max()
+    assert np.all(np.diff(raw[1:-1]) > 0)  # evenly spaced targets -> increasing picks
+
+
+@pytest.mark.slow
+def test_calibrate_and_validate_end_to_end(fake_table, exp, det, lat, tmp_path):
+    table_path = tmp_path / "c.csv"
+    pd.read_csv(fake_table).to_csv(table_path, index=False)
+    write_meta(table_path, read_meta(fake_table))
+    record = calibrate_table(table_path, exp, lat, det, 3)
+    meta = read_meta(table_path)
+    assert meta["calibration"]["fitted"] and meta["calibration"]["n"] == 3
+    assert meta["calibration"]["a"] == record["a"] and len(record["measured_ms"]) == 3
+    table = LatencyTable.load(table_path, exp.space, det)
+    assert table.calibration == (record["a"], record["b"])
+    report = validate_table(table, lat, det, 4)
+    assert report["n"] == 4 and set(report["raw"]) == {"mape_pct", "max_error_pct", "pearson_r",
+                                                       "kendall_tau"}
+    archs = [s["arch"] for s in report["subnets"]]
+    assert archs[0] == str(exp.space.smallest()) and archs[-1] == str(exp.space.largest())
+    assert not set(archs) & set(record["archs"])
+    assert all(s["measured_ms"] > 0 for s in report["subnets"])
+
+
+def _mini_bundle(exp, det, lat, out: Path, subnets: int = 0) -> dict:
+    entries = build_entries(exp.space, det)
+    picked = entries[:4] + [e for e in entries if e.kind != "block"]
+    return write_bundle(exp, [], lat, det, out, subnets=subnets, entries=picked, progress=False)
+
+
+@pytest.mark.slow
+def test_device_results_import_reproduces_the_table(exp, det, lat, tmp_path):
+    manifest = _mini_bundle(exp, det, lat, tmp_path / "bundle", subnets=2)
+    results_path = tmp_path / "results.json"
+    results = device_bench.run_bundle(tmp_path / "bundle/manifest.json", results_path, threads=1,
+                                      warmup=1, repeats=3, flush_every=2, verbose=False)
+    assert len(results["entries"]) == len(manifest["entries"])
+    out = tmp_path / "device.csv"
+    assert measure_main(["--import", str(results_path), "--out", str(out)]) == 0
+    table = LatencyTable.load(out, exp.space, det)  # same fingerprint/input size as measured here
+    rows = [e for e in manifest["entries"] if e["kind"] != "subnet"]
+    assert list(table.frame.key) == [e["key"] for e in rows]
+    for col in ("kind", "op", "kernel", "c_in", "c_out", "stride", "height", "width"):
+        assert list(table.frame[col]) == [e[col] for e in rows]
+    timed = {e["key"]: e["median_ms"] for e in results["entries"]}
+    assert all(table[k] == timed[k] for k in table.frame.key)
+    cal = table.meta["calibration"]
+    assert cal["fitted"] and cal["n"] == 2
+    subnets = [e for e in results["entries"] if e["kind"] == "subnet"]
+    raw = [sum(timed[k] for k in s["parts"]) for s in subnets]
+    assert (cal["a"], cal["b"]) == pytest.approx(fit_affine(raw, [s["median_ms"] for s in subnets]))
+    assert table.meta["device"]["threads"] == 1 and table.meta["settings"]["repeats"] == 3
+    # re-running the device script on the same results file resumes (nothing left to time)
+    again = device_bench.run_bundle(tmp_path / "bundle/manifest.json", results_path, threads=1,
+                                    warmup=1, repeats=3, verbose=False)
+    assert [e["measured_at"] for e in again["entries"]] == [e["measured_at"] for e in
+                                                            results["entries"]]
+    # a file from somewhere else is rejected
+    (tmp_path / "bad.json").write_text(json.dumps({"format": "x"}))
+    with pytest.raises(ValueError, match="not a device_bench results file"):
+        import_results(tmp_path / "bad.json", tmp_path / "bad.csv")
+
+
+def _torchless_env(tmp_path: Path) -> tuple[Path, dict]:
+    """A venv without system site-packages; numpy + onnxruntime (and their deps) via symlinks."""
+    import google.protobuf
+    import numpy
+    import onnxruntime
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    site = Path(numpy.__file__).parents[1]
+    libs = tmp_path / "libs"
+    libs.mkdir()
+    names = ["numpy", "numpy.libs", "onnxruntime", "onnxruntime.libs", "flatbuffers", "packaging"]
+    for name in names:
+        if (site / name).exists():
+            (libs / name).symlink_to(site / name)
+    (libs / "google").symlink_to(Path(google.protobuf.__file__).parents[1])
+    assert Path(onnxruntime.__file__).parents[1] == site
+    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(libs), "HOME": str(tmp_path)}
+    python = venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+    return python, env
+
+
+@pytest.mark.slow
+def test_bundle_script_runs_without_torch(exp, det, lat, tmp_path):
+    bundle = tmp_path / "bundle"
+    manifest = _mini_bundle(exp, det, lat, bundle)
+    python, env = _torchless_env(tmp_path)
+    cwd = tmp_path  # not the repo: facenas must not be importable either
+    for module in ("torch", "supernet", "pandas"):
+        r = subprocess.run([str(python), "-s", "-c", f"import {module}"], cwd=cwd, env=env,
+                           capture_output=True, text=True)
+        assert r.returncode != 0 and "No module named" in r.stderr, module
+    r = subprocess.run([str(python), "-s", "-c", "import numpy, onnxruntime; print('ok')"],
+                       cwd=cwd, env=env, capture_output=True, text=True)
+    assert r.stdout.strip() == "ok", r.stderr
+    r = subprocess.run([str(python), "-s", str(bundle / "device_bench.py"), "--threads", "1",
+                        "--warmup", "1", "--repeats", "3"], cwd=cwd, env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    results = json.loads((bundle / "results_t1.json").read_text())
+    assert [e["key"] for e in results["entries"]] == [e["key"] for e in manifest["entries"]]
+    assert all(e["median_ms"] > 0 for e in results["entries"])
+    assert results["device"]["threads"] == 1 and results["table"] == manifest["table"]
+
+
+def test_measure_cli_writes_table_and_sidecar(exp, monkeypatch, tmp_path):
+    monkeypatch.setattr("latency.measure.measure_entry", _fake)
+    out = tmp_path / "cli.csv"
+    sets = ["latency.threads=2", "detector.input_size=[96,96]"]
+    argv = ["--config", str(ROOT / "experiments/tiny.yaml"), "--out", str(out), "--no-progress"]
+    assert measure_main(argv + [x for s in sets for x in ("--set", s)]) == 0
+    meta = read_meta(out)
+    assert meta["settings"]["threads"] == 2 and meta["input_size"] == [96, 96]
+    assert meta["overrides"] == sets and meta["config"].endswith("tiny.yaml")
+    det96 = Experiment.from_yaml(ROOT / "experiments/tiny.yaml", sets).section("detector",
+                                                                               DetectorConfig)
+    table = LatencyTable.load(out, exp.space, det96)
+    assert len(table) == len(build_entries(exp.space, det96))
