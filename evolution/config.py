@@ -6,7 +6,8 @@
       generations: 20           # evaluations = population x generations
       seed: 0
       objectives: ap_latency    # ap_latency | ap_latency_params | ap_latency_flops
-      ap_metric: hard           # evaluator key used as "ap": "hard" -> "ap_hard" (or the key itself)
+      ap_metric: mean           # evaluator key used as "ap": "hard" -> "ap_hard" (or the key itself);
+                                # the supernet evaluator gives easy, medium, hard, mean, min50
       latency_budget: 12ms      # see evolution.budget.parse_budget; null = unconstrained
 
     >>> cfg = exp.section("search", SearchConfig)  # doctest: +SKIP
@@ -37,6 +38,10 @@ class SearchConfig:
     mutation_rate: float | None = None  # per-variable resample probability; None = 1 / n_var
     crossover_rate: float = 0.9  # probability a mating pair is crossed (else copied, then mutated)
     progress: bool = True  # tqdm bar per generation
+    # AP estimate of a candidate (evolution.evaluator): inherited supernet weights, BN recalibrated
+    eval_images: int = 100  # fixed val subset: the first N val images
+    bn_batches: int = 4  # training batches for BatchNorm recalibration, per candidate
+    eval_batch_size: int = 16
 
     def __post_init__(self) -> None:
         if self.algorithm not in ALGORITHMS:

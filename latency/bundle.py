@@ -14,7 +14,7 @@ Layout::
     bundle_320/device_bench.py    copy of latency/device_bench.py
 
 With `--subnets K` (default latency.calibration_archs) the bundle also holds K whole detectors
-spread in FLOPs (kind "subnet", with the keys they sum over in "parts"), so the import fits the
+spread in FLOPs (kind "subnet", with the [key, weight] terms they sum in "parts"), so the import fits the
 device's affine calibration too.
 """
 
@@ -32,9 +32,9 @@ import latency.device_bench as device_bench
 from detection.config import DetectorConfig
 from latency.calibrate import spread_archs
 from latency.config import LatencyConfig
-from latency.keys import Entry, arch_keys, build_entries
+from latency.keys import Entry, arch_terms, build_entries
 from latency.measure import table_meta
-from latency.parts import Detector, build_module, export_onnx
+from latency.parts import Detector, export_entry, export_onnx
 from supernet.experiment import Experiment
 from supernet.io import atomic_write_bytes, atomic_write_text
 
@@ -58,7 +58,7 @@ def write_bundle(exp: Experiment, overrides: list[str], lat: LatencyConfig, det:
 
         archs = spread_archs(space, flops, subnets, lat.seed, lat.pool_size)
         have = {e.key for e in entries}  # a partial bundle still needs every part of its subnets
-        needed = {k for a in archs for k in arch_keys(space, a, det)} - have
+        needed = {k for a in archs for k, _ in arch_terms(space, a, det)} - have
         entries += [e for e in all_entries if e.key in needed]
     table = {k: meta[k] for k in ("config", "overrides", "space_source", "fingerprint",
                                   "input_size", "detector")}
@@ -66,14 +66,14 @@ def write_bundle(exp: Experiment, overrides: list[str], lat: LatencyConfig, det:
     rows = []
     for i, entry in enumerate(tqdm(entries, desc="exporting", unit="entry", disable=not progress)):
         file = f"onnx/{i:05d}.onnx"
-        atomic_write_bytes(out / file, export_onnx(build_module(entry, det), entry.inputs, lat.opset))
+        atomic_write_bytes(out / file, export_entry(entry, det, lat.opset))
         rows.append({**entry.row(), "file": file, "inputs": [list(s) for s in entry.inputs]})
     for j, arch in enumerate(archs):
         file = f"onnx/subnet_{j:03d}.onnx"
         atomic_write_bytes(out / file, export_onnx(Detector(space, arch, det), ((1, 3, *size),),
                                                    lat.opset))
         rows.append({"key": f"subnet:{arch}", "kind": "subnet", "arch": str(arch),
-                     "parts": arch_keys(space, arch, det), "file": file, "inputs": [[1, 3, *size]]})
+                     "parts": arch_terms(space, arch, det), "file": file, "inputs": [[1, 3, *size]]})
     manifest = {"format": BUNDLE_FORMAT, "table": table,
                 "settings": {"warmup": lat.warmup, "repeats": lat.repeats, "passes": lat.passes,
                              "clock": lat.clock},

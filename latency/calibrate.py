@@ -76,16 +76,34 @@ def spread_archs(space: SearchSpace, score: Callable[[Sequence[Arch]], np.ndarra
     return [small, *picked, large] if extremes else picked
 
 
-def measure_arch(space: SearchSpace, arch: Arch, det: DetectorConfig, lat: LatencyConfig) -> dict:
-    """Time the whole detector of `arch` end to end (random weights): device_bench timing dict."""
-    onnx = export_onnx(Detector(space, arch, det), ((1, 3, *det.input_size),), lat.opset)
-    return time_session(make_session(onnx, lat.threads, lat.provider), lat.warmup, lat.repeats,
-                        lat.passes, clock=lat.clock)
-
-
 def measure_archs(space: SearchSpace, archs: Sequence[Arch], det: DetectorConfig,
                   lat: LatencyConfig, desc: str = "end to end") -> list[dict]:
-    return [measure_arch(space, a, det, lat) for a in tqdm(archs, desc=desc, unit="subnet")]
+    """Time the whole detector of each arch end to end (random weights).
+
+    All sessions are built first, then timed in `lat.rounds` rounds, alternating forward and
+    backward order, so a burst of load from other processes hits every arch a little instead of a
+    contiguous band of the range. Returns per arch: median_ms (median of round medians), p90_ms,
+    cv (mean over rounds), round_cv (std / mean of the round medians) and rounds_ms.
+    """
+    sessions = [make_session(export_onnx(Detector(space, a, det), ((1, 3, *det.input_size),),
+                                         lat.opset), lat.threads, lat.provider)
+                for a in tqdm(archs, desc=f"{desc}: export", unit="subnet")]
+    timings = [[] for _ in archs]
+    with tqdm(total=lat.rounds * len(archs), desc=f"{desc}: timing", unit="run") as bar:
+        for r in range(lat.rounds):
+            order = range(len(archs)) if r % 2 == 0 else reversed(range(len(archs)))
+            for i in order:
+                timings[i].append(time_session(sessions[i], lat.warmup, lat.repeats, lat.passes,
+                                               clock=lat.clock))
+                bar.update()
+    out = []
+    for runs in timings:
+        med = np.array([t["median_ms"] for t in runs])
+        out.append({"median_ms": float(np.median(med)),
+                    "p90_ms": float(np.median([t["p90_ms"] for t in runs])),
+                    "cv": float(np.mean([t["cv"] for t in runs])),
+                    "round_cv": float(med.std() / med.mean()), "rounds_ms": med.tolist()})
+    return out
 
 
 def check_same_device(meta: dict, lat: LatencyConfig, table_path: str | Path) -> None:

@@ -25,13 +25,14 @@ class LatencyConfig:
     # for building a table on a shared busy machine; only meaningful with threads: 1
     clock: str = "wall"
     flush_every: int = 20  # rewrite the CSV after this many new entries (a kill loses at most this)
+    rounds: int = 3  # whole subnets are timed in this many interleaved rounds (load drift spreads)
     calibration_archs: int = 20  # whole subnets measured end to end to fit the affine correction
     validation_archs: int = 30  # whole subnets for `latency.validate` (other seed, disjoint)
     pool_size: int = 2000  # archs sampled to pick calibration/validation subnets spread in latency
     seed: int = 0  # calibration subnets; validation uses seed + 1
 
     def __post_init__(self) -> None:
-        for name in ("threads", "repeats", "passes", "opset", "flush_every", "pool_size"):
+        for name in ("threads", "repeats", "passes", "rounds", "opset", "flush_every", "pool_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"latency.{name} must be >= 1, got {getattr(self, name)}")
         if self.clock not in ("wall", "cpu"):

@@ -6,7 +6,16 @@ Every entry is one small ONNX model with fixed input shapes. Keys (the table's `
 ``E6K5C24S2SE@16x160x160``                  a block (`str(LayerKey)`: c_in x height x width)
 ``lateral:K1C64@96x20x20``                  1x1 ConvBNAct 96 -> neck channels at a tap
 ``head:C64A2@40x40,20x20,10x10``            FPN merge + smoothing + class/box convs (one entry)
+``reorder:C24@160x160``                     NCHW <-> NCHWc layout reorder pair of one tensor
 ==========================================  ================================================
+
+Why the reorder entries: on x86 onnxruntime's ORT_ENABLE_ALL runs convs in the blocked NCHWc
+layout and converts at the *graph* boundary. A block timed alone pays that conversion on its input
+and output; inside the whole network the tensor between two blocks stays NCHWc. So an arch's raw
+latency is sum(entries) - 1/2 reorder-pair time at each internal edge endpoint (`arch_terms`);
+without it, cheap high-resolution archs are over-predicted by ~30% (measured: smallest arch at
+320x320, 1.88 ms summed vs 1.45 ms end to end). Where NCHWc is not used the reorder entries time
+as 0 (model fails to load) and nothing is subtracted.
 
     >>> entries = build_entries(space, DetectorConfig(input_size=(64, 64)))   # doctest: +SKIP
     >>> arch_keys(space, space.baseline, cfg)[-1]                             # doctest: +SKIP
@@ -41,6 +50,18 @@ class Entry:
     width: int
     inputs: tuple[tuple[int, ...], ...]
 
+    def boundaries(self) -> list[tuple[int, int, int]]:
+        """(channels, height, width) of the tensors this entry shares with neighbours in the network
+        (block/lateral input and output, head inputs), where NCHWc applies (channels % 4 == 0)."""
+        if self.kind == "head":
+            shapes = [s[1:] for s in self.inputs]
+        elif self.kind in ("block", "lateral"):
+            h, w = (self.height - 1) // self.stride + 1, (self.width - 1) // self.stride + 1
+            shapes = [(self.c_in, self.height, self.width), (self.c_out, h, w)]
+        else:
+            shapes = []
+        return [tuple(s) for s in shapes if s[0] % 4 == 0]
+
     def row(self) -> dict:
         """The descriptive columns (everything but the input shapes)."""
         d = asdict(self)
@@ -50,6 +71,10 @@ class Entry:
 
 def lateral_key(c_in: int, channels: int, size: tuple[int, int]) -> str:
     return f"lateral:K1C{channels}@{c_in}x{size[0]}x{size[1]}"
+
+
+def reorder_key(channels: int, height: int, width: int) -> str:
+    return f"reorder:C{channels}@{height}x{width}"
 
 
 def head_key(channels: int, n_anchors: int, sizes: list[tuple[int, int]]) -> str:
@@ -90,21 +115,43 @@ def head_entry(cfg: DetectorConfig, sizes: list[tuple[int, int]]) -> Entry:
                  sizes[0][0], sizes[0][1], tuple((1, c, h, w) for h, w in sizes))
 
 
+def reorder_entry(channels: int, height: int, width: int) -> Entry:
+    return Entry(reorder_key(channels, height, width), "reorder", "reorder", 1, channels, channels,
+                 1, 1, 0.0, height, width, ((1, channels, height, width),))
+
+
 def build_entries(space: SearchSpace, cfg: DetectorConfig) -> list[Entry]:
-    """Every entry the table needs: `space.blocks`, laterals per tap width, and the head."""
+    """Every entry the table needs: `space.blocks`, laterals per tap width, the head, and a layout
+    reorder per tensor shape those share with their neighbours."""
     entries = [block_entry(k) for k in space.blocks(tuple(cfg.input_size))]
     sizes = tap_sizes(space, cfg)
     for stage, size in zip(space.tap_stages(cfg.feature_strides), sizes):
         entries += [lateral_entry(c, cfg.neck_channels, size) for c in space.stages[stage].widths]
     entries.append(head_entry(cfg, sizes))
-    return entries
+    shapes = sorted({s for e in entries for s in e.boundaries()}, key=lambda s: (-s[1], s))
+    return entries + [reorder_entry(*s) for s in shapes]
+
+
+def arch_entries(space: SearchSpace, arch: Arch, cfg: DetectorConfig) -> list[Entry]:
+    """The block, lateral and head entries `arch`'s detector is made of, in network order."""
+    out = [block_entry(k) for k in space.layers(arch, tuple(cfg.input_size))]
+    groups, sizes = space.split(arch), tap_sizes(space, cfg)
+    for stage, size in zip(space.tap_stages(cfg.feature_strides), sizes):
+        out.append(lateral_entry(groups[stage][-1].channels, cfg.neck_channels, size))
+    out.append(head_entry(cfg, sizes))
+    return out
 
 
 def arch_keys(space: SearchSpace, arch: Arch, cfg: DetectorConfig) -> list[str]:
-    """Table keys whose medians add up to `arch`'s detector latency."""
-    keys = [str(k) for k in space.layers(arch, tuple(cfg.input_size))]
-    groups, sizes = space.split(arch), tap_sizes(space, cfg)
-    for stage, size in zip(space.tap_stages(cfg.feature_strides), sizes):
-        keys.append(lateral_key(groups[stage][-1].channels, cfg.neck_channels, size))
-    keys.append(head_key(cfg.neck_channels, cfg.n_anchors, sizes))
-    return keys
+    """Keys of the blocks, laterals and head of `arch` (without the reorder corrections)."""
+    return [e.key for e in arch_entries(space, arch, cfg)]
+
+
+def arch_terms(space: SearchSpace, arch: Arch, cfg: DetectorConfig) -> list[tuple[str, float]]:
+    """(key, weight) pairs: raw latency = sum(weight * median). Weight 1 for every block, lateral
+    and head entry, -1/2 for the reorder at each of their boundaries (see the module docstring)."""
+    terms = []
+    for e in arch_entries(space, arch, cfg):
+        terms.append((e.key, 1.0))
+        terms += [(reorder_key(*s), -0.5) for s in e.boundaries()]
+    return terms

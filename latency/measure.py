@@ -29,9 +29,9 @@ from tqdm import tqdm
 
 from detection.config import DetectorConfig
 from latency.config import LatencyConfig
-from latency.device_bench import RESULTS_FORMAT, device_info, make_session, time_session
+from latency.device_bench import RESULTS_FORMAT, device_info, measure_optional
 from latency.keys import Entry, build_entries
-from latency.parts import build_module, export_onnx
+from latency.parts import export_entry
 from latency.table import (TABLE_COLUMNS, detector_meta, fit_affine, meta_path, read_meta,
                            write_table)
 from supernet.experiment import Experiment
@@ -61,9 +61,8 @@ def table_meta(exp: Experiment, overrides: list[str], lat: LatencyConfig,
 
 def measure_entry(entry: Entry, det: DetectorConfig, lat: LatencyConfig) -> dict:
     """Export one entry and time it: {median_ms, p90_ms, cv, pass_cv, ...}."""
-    onnx = export_onnx(build_module(entry, det), entry.inputs, lat.opset)
-    return time_session(make_session(onnx, lat.threads, lat.provider), lat.warmup, lat.repeats,
-                        lat.passes, clock=lat.clock)
+    return measure_optional(entry.kind, export_entry(entry, det, lat.opset), lat.threads,
+                            lat.warmup, lat.repeats, lat.passes, lat.provider, lat.clock)
 
 
 def _same_setup(old: dict, new: dict) -> str | None:
@@ -163,11 +162,11 @@ def import_results(results_path: str | Path, out: str | Path) -> pd.DataFrame:
     subnets = [e for e in entries if e["kind"] == "subnet"]
     if len(subnets) >= 2:
         median = dict(zip(frame["key"], frame["median_ms"]))
-        missing = [k for s in subnets for k in s["parts"] if k not in median]
+        missing = [k for s in subnets for k, _ in s["parts"] if k not in median]
         if missing:
             raise ValueError(f"{results_path}: subnet part {missing[0]!r} was not timed; "
                              "re-run device_bench.py to finish the bundle")
-        raw = [sum(median[k] for k in s["parts"]) for s in subnets]
+        raw = [sum(w * median[k] for k, w in s["parts"]) for s in subnets]
         meta["calibration"] = calibration_record([s["arch"] for s in subnets], raw,
                                                  [s["median_ms"] for s in subnets])
     write_table(frame, meta, out)

@@ -1,7 +1,7 @@
 """Torch side of the latency table: a module per entry, the whole detector, and ONNX export.
 
     >>> entries = build_entries(space, cfg)                                       # doctest: +SKIP
-    >>> onnx_bytes = export_onnx(build_module(entries[0], cfg), entries[0].inputs)  # doctest: +SKIP
+    >>> onnx_bytes = export_entry(entries[0], cfg)                                # doctest: +SKIP
 
 `Detector(space, arch, cfg)` is the whole network (backbone + laterals + head) that the sum of an
 arch's entries stands for; calibration and validation time it end to end.
@@ -74,3 +74,27 @@ def export_onnx(module: nn.Module, inputs: tuple[tuple[int, ...], ...], opset: i
         torch.onnx.export(module, args, buf, dynamo=False, opset_version=opset,
                           input_names=[f"x{i}" for i in range(len(args))], do_constant_folding=True)
     return buf.getvalue()
+
+
+def reorder_onnx(channels: int, height: int, width: int) -> bytes:
+    """NCHW -> NCHWc -> NCHW of one tensor with onnxruntime's own layout ops (x86 MLAS builds):
+    what a block timed alone pays at each boundary and the whole network does not."""
+    from onnx import TensorProto, helper
+
+    domain = "com.microsoft.nchwc"
+    nodes = [helper.make_node("ReorderInput", ["x0"], ["t"], domain=domain),
+             helper.make_node("ReorderOutput", ["t"], ["y"], domain=domain, channels=channels)]
+    shape = [1, channels, height, width]
+    graph = helper.make_graph(nodes, "reorder",
+                              [helper.make_tensor_value_info("x0", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                    helper.make_opsetid(domain, 1)])
+    return model.SerializeToString()
+
+
+def export_entry(entry: Entry, cfg: DetectorConfig, opset: int = 17) -> bytes:
+    """The ONNX model timed for one table entry."""
+    if entry.kind == "reorder":
+        return reorder_onnx(entry.c_in, entry.height, entry.width)
+    return export_onnx(build_module(entry, cfg), entry.inputs, opset)

@@ -4,7 +4,7 @@ A table is a CSV (one row per entry, see `latency.keys`) plus a sidecar ``<table
 the device, the input size, the space fingerprint and the calibration::
 
     >>> table = LatencyTable.load("runs/lut.csv", exp.space, exp.section("detector", DetectorConfig))
-    >>> table.raw(arch)             # sum of block medians + laterals + head, ms   # doctest: +SKIP
+    >>> table.raw(arch)             # blocks + laterals + head - layout reorders, ms  # doctest: +SKIP
     >>> table.predict(arch)         # a * raw + b (affine fitted on whole subnets)  # doctest: +SKIP
     >>> table.predict_many(archs)   # np.ndarray, ~1 us per cached arch             # doctest: +SKIP
 """
@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from detection.config import DetectorConfig
-from latency.keys import COLUMNS, arch_keys
+from latency.keys import COLUMNS, arch_terms
 from supernet.io import atomic_write_csv, atomic_write_text
 from supernet.space import Arch, SearchSpace
 
@@ -89,7 +89,7 @@ class LatencyTable:
         if len(self._ids) != len(frame):
             raise ValueError(f"latency table {source} lists a key twice")
         self._median = frame["median_ms"].to_numpy(dtype=np.float64)
-        self._arch_ids: dict[Arch, np.ndarray] = {}
+        self._arch_ids: dict[Arch, tuple[np.ndarray, np.ndarray]] = {}
 
     @classmethod
     def load(cls, path: str | Path, space: SearchSpace, cfg: DetectorConfig) -> "LatencyTable":
@@ -106,23 +106,26 @@ class LatencyTable:
         return cls(frame, meta, space, cfg, str(path))
 
     # -- lookup ---------------------------------------------------------------------------------
-    def keys(self, arch: Arch) -> list[str]:
-        """The entries `arch` adds up: its blocks, a lateral per tap, the head."""
-        return arch_keys(self.space, arch, self.cfg)
+    def terms(self, arch: Arch) -> list[tuple[str, float]]:
+        """(key, weight) pairs `arch` adds up: its blocks, a lateral per tap and the head (weight
+        1), minus half a layout reorder at each of their boundaries (`latency.keys.arch_terms`)."""
+        return arch_terms(self.space, arch, self.cfg)
 
-    def ids(self, arch: Arch) -> np.ndarray:
-        """Row indices of `arch`'s entries (cached); KeyError naming the first missing key."""
-        ids = self._arch_ids.get(arch)
-        if ids is None:
-            keys = self.keys(arch)
+    def ids(self, arch: Arch) -> tuple[np.ndarray, np.ndarray]:
+        """(row indices, weights) of `arch`'s terms (cached); KeyError naming a missing key."""
+        cached = self._arch_ids.get(arch)
+        if cached is None:
+            terms = self.terms(arch)
             try:
-                ids = np.fromiter((self._ids[k] for k in keys), dtype=np.int64, count=len(keys))
+                ids = np.fromiter((self._ids[k] for k, _ in terms), dtype=np.int64,
+                                  count=len(terms))
             except KeyError as err:
                 raise KeyError(f"latency table {self.source} has no entry {err.args[0]!r} "
                                f"(needed by {arch}); re-run python -m latency.measure "
                                "to complete it") from None
-            self._arch_ids[arch] = ids
-        return ids
+            cached = ids, np.fromiter((w for _, w in terms), dtype=np.float64, count=len(terms))
+            self._arch_ids[arch] = cached
+        return cached
 
     def __getitem__(self, key: str) -> float:
         """Median latency (ms) of one entry."""
@@ -144,8 +147,9 @@ class LatencyTable:
         return float(cal.get("a", 1.0)), float(cal.get("b", 0.0))
 
     def raw(self, arch: Arch) -> float:
-        """Sum of the medians of `arch`'s entries (ms), no calibration."""
-        return float(self._median[self.ids(arch)].sum())
+        """Weighted sum of the medians of `arch`'s terms (ms), no calibration."""
+        ids, weights = self.ids(arch)
+        return float(self._median[ids] @ weights)
 
     def predict(self, arch: Arch) -> float:
         a, b = self.calibration
@@ -156,9 +160,11 @@ class LatencyTable:
         if len(archs) == 0:
             return np.zeros(0)
         parts = [self.ids(a) for a in archs]
-        lengths = np.fromiter((len(p) for p in parts), dtype=np.int64, count=len(parts))
+        lengths = np.fromiter((len(p[0]) for p in parts), dtype=np.int64, count=len(parts))
         starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-        return np.add.reduceat(self._median[np.concatenate(parts)], starts)
+        ids = np.concatenate([p[0] for p in parts])
+        weights = np.concatenate([p[1] for p in parts])
+        return np.add.reduceat(self._median[ids] * weights, starts)
 
     def predict_many(self, archs: Sequence[Arch]) -> np.ndarray:
         a, b = self.calibration

@@ -69,12 +69,13 @@ def validate_table(table: LatencyTable, lat: LatencyConfig, det: DetectorConfig,
         "input_size": list(det.input_size), "n": len(archs), "seed": lat.seed + 1,
         "calibration": {"a": a, "b": b, "fitted": bool(cal.get("fitted")), "n": cal.get("n", 0)},
         "raw": metrics(raw, measured), "calibrated": metrics(calibrated, measured),
+        "round_cv_median": float(np.median([t["round_cv"] for t in timings])),
         "smallest": {"arch": str(archs[0]), "measured_ms": float(measured[0]),
                      "predicted_ms": float(calibrated[0])},
         "largest": {"arch": str(archs[-1]), "measured_ms": float(measured[-1]),
                     "predicted_ms": float(calibrated[-1])},
         "subnets": [{"arch": str(arch), "measured_ms": float(m), "raw_ms": float(r),
-                     "predicted_ms": float(c), "cv": float(t["cv"])}
+                     "predicted_ms": float(c), "cv": float(t["cv"]), "round_cv": t["round_cv"]}
                     for arch, m, r, c, t in zip(archs, measured, raw, calibrated, timings)],
     }
 

@@ -23,7 +23,7 @@ from latency import device_bench
 from latency.bundle import write_bundle
 from latency.calibrate import calibrate_table, spread_archs
 from latency.config import LatencyConfig
-from latency.keys import build_entries, head_key, lateral_key
+from latency.keys import build_entries, head_key, lateral_key, reorder_key
 from latency.measure import import_results, main as measure_main, measure_entry, measure_table, table_meta
 from latency.parts import Detector, export_onnx
 from latency.table import LatencyTable, fit_affine, read_meta, write_meta
@@ -82,7 +82,13 @@ def test_table_covers_blocks_laterals_head(fake_table, exp, det):
                 for c in space.stages[i].widths}
     assert set(frame.loc[frame.kind == "lateral", "key"]) == laterals
     assert list(frame.loc[frame.kind == "head", "key"]) == [head_key(c, a, sizes)]
-    assert len(frame) == len(blocks) + len(laterals) + 1
+    # one layout-reorder entry per tensor shape blocks/laterals/head share (channels % 4 == 0)
+    shapes = {(k.c_in, k.height, k.width) for k in space.blocks(SIZE)}
+    shapes |= {(k.block.channels, *k.out_size) for k in space.blocks(SIZE)}
+    shapes |= {(c, *s) for s in sizes}
+    reorders = {reorder_key(*s) for s in shapes if s[0] % 4 == 0}
+    assert set(frame.loc[frame.kind == "reorder", "key"]) == reorders
+    assert len(frame) == len(blocks) + len(laterals) + 1 + len(reorders)
     assert list(frame.columns[:11]) == ["key", "kind", "op", "kernel", "c_in", "c_out", "stride",
                                         "expand", "se", "height", "width"]
     assert {"median_ms", "p90_ms", "cv"} <= set(frame.columns)
@@ -96,13 +102,24 @@ def test_raw_is_the_hand_sum_and_predict_many_matches(fake_table, exp, det):
     space = exp.space
     table = LatencyTable.load(fake_table, space, det)
     median = dict(zip(table.frame.key, table.frame.median_ms))
+    c, sizes = det.neck_channels, [(8, 8), (4, 4), (2, 2)]
+
+    def half_reorder(ch, h, w):  # layout conversion a lone model pays at a shared tensor
+        return 0.5 * median[reorder_key(ch, h, w)] if ch % 4 == 0 else 0.0
+
     for arch in _archs(space, 5):
-        keys = [str(k) for k in space.layers(arch, SIZE)]
+        total = 0.0
+        for k in space.layers(arch, SIZE):
+            total += median[str(k)] - half_reorder(k.c_in, k.height, k.width)
+            total -= half_reorder(k.block.channels, *k.out_size)
         taps = space.tap_blocks(arch, det.feature_strides)
-        keys += [lateral_key(arch.blocks[t].channels, det.neck_channels, s)
-                 for t, s in zip(taps, [(8, 8), (4, 4), (2, 2)])]
-        keys.append(head_key(det.neck_channels, det.n_anchors, [(8, 8), (4, 4), (2, 2)]))
-        assert table.raw(arch) == pytest.approx(sum(median[k] for k in keys), rel=1e-12)
+        for t, (h, w) in zip(taps, sizes):
+            c_in = arch.blocks[t].channels
+            total += median[lateral_key(c_in, c, (h, w))]
+            total -= half_reorder(c_in, h, w) + half_reorder(c, h, w)
+        total += median[head_key(c, det.n_anchors, sizes)]
+        total -= sum(half_reorder(c, h, w) for h, w in sizes)
+        assert table.raw(arch) == pytest.approx(total, rel=1e-12)
         assert table.predict(arch) == table.raw(arch)  # not calibrated yet: a=1, b=0
     table.meta["calibration"] = {"a": 1.5, "b": 0.25, "fitted": True}
     archs = _archs(space, 50, seed=1)
@@ -188,10 +205,10 @@ def test_resume_keeps_measured_entries(exp, det, tmp_path):
                       measure=counting, progress=False)
 
 
-def test_real_timing_of_a_block_lateral_and_head(exp, det, lat):
+def test_real_timing_of_each_entry_kind(exp, det, lat):
     entries = build_entries(exp.space, det)
-    picked = [entries[0], next(e for e in entries if e.kind == "lateral"), entries[-1]]
-    assert [e.kind for e in picked] == ["block", "lateral", "head"]
+    picked = [next(e for e in entries if e.kind == kind)
+              for kind in ("block", "lateral", "head", "reorder")]
     for entry in picked:
         t = measure_entry(entry, det, lat)
         assert 0 < t["median_ms"] <= t["p90_ms"] and t["cv"] >= 0 and t["n"] == lat.repeats
@@ -280,7 +297,7 @@ def test_device_results_import_reproduces_the_table(exp, det, lat, tmp_path):
     cal = table.meta["calibration"]
     assert cal["fitted"] and cal["n"] == 2
     subnets = [e for e in results["entries"] if e["kind"] == "subnet"]
-    raw = [sum(timed[k] for k in s["parts"]) for s in subnets]
+    raw = [sum(w * timed[k] for k, w in s["parts"]) for s in subnets]
     assert (cal["a"], cal["b"]) == pytest.approx(fit_affine(raw, [s["median_ms"] for s in subnets]))
     assert table.meta["device"]["threads"] == 1 and table.meta["settings"]["repeats"] == 3
     # re-running the device script on the same results file resumes (nothing left to time)

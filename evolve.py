@@ -1,0 +1,110 @@
+"""Search the space for subnets that are accurate and fast on the target device (pymoo NSGA-II).
+
+    python evolve.py --latency-budget 12ms          # default run's supernet and latency table
+    python evolve.py --supernet runs/x/supernet.pt --latency-table runs/x/latency.csv \\
+        --latency-budget 12ms --population 32 --generations 20 --out runs/x/search --seed 0
+    python evolve.py --latency-budget 12ms --objective mnas      # MnasNet reward, single objective
+    python evolve.py --latency-budget 12ms --algorithm random    # random search, same evaluations
+    python evolve.py --latency-budget 12ms --resume              # continue an interrupted search
+
+Objectives: AP estimate (inherited supernet weights, BN recalibrated, AP on a fixed val subset;
+`search.ap_metric`: easy | medium | hard | mean | min50) and predicted latency (the table), with the
+budget as a constraint. Writes candidates.csv, pareto.csv, pareto.png, search.yaml to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+DEFAULT_CONFIG = Path(__file__).parent / "experiments" / "default.yaml"
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default=str(DEFAULT_CONFIG), help="experiment YAML")
+    p.add_argument("--supernet", help="supernet checkpoint (default runs/<name>/supernet.pt)")
+    p.add_argument("--latency-table", help="latency table CSV (default runs/<name>/latency.csv; "
+                                           "built there if missing)")
+    p.add_argument("--latency-budget", help="e.g. 12ms, 12 (ms) or 0.012s")
+    p.add_argument("--population", type=int)
+    p.add_argument("--generations", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--algorithm", choices=["nsga2", "random"], help="default nsga2")
+    p.add_argument("--objective", choices=["pareto", "mnas"], default="pareto",
+                   help="pareto: AP and latency (NSGA-II); mnas: ACC x (LAT/T)^w")
+    p.add_argument("--metric", help="AP used as objective: easy, medium, hard, mean, min50")
+    p.add_argument("--data", help="WIDER FACE root (default: the generated dataset)")
+    p.add_argument("--out", help="search folder (default runs/<name>/search)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def _overrides(args) -> list[str]:
+    out = list(args.set)
+    for flag, key in (("population", "population"), ("generations", "generations"),
+                      ("seed", "seed"), ("latency_budget", "latency_budget"),
+                      ("metric", "ap_metric"), ("algorithm", "algorithm")):
+        value = getattr(args, flag)
+        if value is not None:
+            out.append(f"search.{key}={value}")
+    if args.objective == "mnas":
+        out.append("search.algorithm=mnas")
+    if args.data:
+        out.append(f"data.root={args.data}")
+    if args.no_progress:
+        out.append("search.progress=false")
+    return out
+
+
+def main(argv: list[str] | None = None):
+    args = get_args_parser().parse_args(argv)
+    from detection.config import DetectorConfig
+    from detection.run import load_checkpoint
+    from evolution import SearchConfig, run_search
+    from evolution.evaluator import EvalConfig, SupernetEvaluator
+    from latency.table import LatencyTable
+    from supernet.experiment import Experiment
+
+    try:
+        exp = Experiment.from_yaml(args.config, _overrides(args))
+        cfg = exp.section("search", SearchConfig)
+        det = exp.section("detector", DetectorConfig)
+        run_dir = Path("runs") / exp.name
+        supernet = Path(args.supernet or run_dir / "supernet.pt")
+        table_path = Path(args.latency_table or run_dir / "latency.csv")
+        out = Path(args.out or run_dir / "search")
+        if cfg.latency_budget is None:
+            raise ValueError("give --latency-budget (e.g. 12ms) or search.latency_budget")
+        if not supernet.is_file():
+            raise FileNotFoundError(f"supernet checkpoint not found: {supernet} (train one with "
+                                    f"python train_supernet.py --config {args.config})")
+        if not table_path.is_file() and args.latency_table is None:
+            from latency.measure import main as measure
+
+            print(f"no latency table at {table_path}: measuring it on this machine")
+            measure(["--config", args.config, "--out", str(table_path), "--calibrate",
+                     *sum((["--set", s] for s in args.set), [])])
+        table = LatencyTable.load(table_path, exp.space, det)
+        print(f"supernet {supernet}\nlatency table {table_path} ({table.meta.get('device', {})})")
+        evaluator = SupernetEvaluator.from_checkpoint(
+            load_checkpoint(supernet), exp,
+            EvalConfig(cfg.eval_images, cfg.bn_batches, cfg.eval_batch_size, cfg.seed),
+            device=args.device)
+        result = run_search(exp.space, evaluator, table.predict_many, cfg, out,
+                            input_size=det.input_size, baseline=exp.space.baseline,
+                            resume=args.resume)
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError, KeyError) as err:
+        sys.exit(f"error: {err}")
+    print(result.report())
+    print(f"written to {out}: candidates.csv, pareto.csv, pareto.png, search.yaml")
+    return result
+
+
+if __name__ == "__main__":
+    main()
