@@ -198,7 +198,7 @@ def train(exp: Experiment, out: Path, *, arch: Arch | None = None, resume: bool 
 
     val = recal = None
     if cfg.eval_images > 0:
-        val = ValSet.load(data_cfg, size=data_cfg.train_size, limit=cfg.eval_images)
+        val = ValSet.load(data_cfg, size=max(det_cfg.input_size), limit=cfg.eval_images)
         recal_loader = build_loader(replace(data_cfg, workers=0), "train", train=True, seed=cfg.seed + 1)
         recal = [images for images, _ in itertools.islice(recal_loader, cfg.bn_batches)]
 

@@ -100,12 +100,12 @@ def measure_table(entries: list[Entry], out: str | Path, meta: dict, det: Detect
     build_seconds = 0.0
     if out.is_file() and not force:
         if not meta_path(out).is_file():
-            raise SystemExit(f"{out} exists without its sidecar {meta_path(out)}; "
+            raise ValueError(f"{out} exists without its sidecar {meta_path(out)}; "
                              "pass --force to re-measure or choose another --out")
         old_meta = read_meta(out)
         reason = _same_setup(old_meta, meta)
         if reason:
-            raise SystemExit(f"{out} was measured with another setup ({reason}); "
+            raise ValueError(f"{out} was measured with another setup ({reason}); "
                              "pass --force to re-measure or choose another --out")
         wanted = {e.key for e in entries}
         rows = [r for r in pd.read_csv(out).to_dict("records") if r["key"] in wanted]

@@ -6,6 +6,10 @@ import torch
 
 
 def select_device(name: str = "auto") -> torch.device:
+    """The torch device for `name` (auto = CUDA if present); also sets up CPU float handling."""
+    # Focal loss sends gradients of ~1e-40 through the net: denormal floats, which x86 CPUs process
+    # ~100x slower (measured: first supernet backward 204 s instead of 2 s). Flush them to zero.
+    torch.set_flush_denormal(True)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)

@@ -200,7 +200,7 @@ def test_resume_keeps_measured_entries(exp, det, tmp_path):
                           progress=False)
     assert len(second) == len(entries) and (frame.median_ms == 2.0).all()
     # another setup cannot be resumed into the same file
-    with pytest.raises(SystemExit, match="settings"):
+    with pytest.raises(ValueError, match="settings"):
         measure_table(entries, out, table_meta(exp, [], LatencyConfig(repeats=7), det), det, lat,
                       measure=counting, progress=False)
 
