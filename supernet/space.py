@@ -271,6 +271,19 @@ class Variable:
     n_choices: int
 
 
+@dataclass(frozen=True)
+class _Where:
+    """Position of a block in an arch being checked; formats lazily (parse is on the hot path)."""
+
+    pos: int
+    block: Block
+    stage: int
+    layer: int
+
+    def __str__(self) -> str:
+        return f"block {self.pos} {str(self.block)!r} (stage {self.stage}, layer {self.layer})"
+
+
 class SearchSpace:
     """MnasNet-style factorized space around a baseline; see the module docstring."""
 
@@ -422,7 +435,7 @@ class SearchSpace:
                 ok = True
                 for j, b in enumerate(group):
                     stride = st.base.stride if j == 0 else 1
-                    where = f"block {pos + j} {str(b)!r} (stage {si}, layer {j})"
+                    where = _Where(pos + j, b, si, j)  # formatted only if an error is reported
                     if b.stride != stride:
                         fail(pos + j, f"{where}: stride must be {stride}")
                         ok = False
