@@ -6,6 +6,7 @@
     python evolve.py --latency-budget 12ms --objective mnas      # MnasNet reward, single objective
     python evolve.py --latency-budget 12ms --algorithm random    # random search, same evaluations
     python evolve.py --latency-budget 12ms --resume              # continue an interrupted search
+    python evolve.py --latency-budget 12ms --overwrite           # replace the search in --out
 
 Objectives: AP estimate (inherited supernet weights, BN recalibrated, AP on a fixed val subset;
 `search.ap_metric`: easy | medium | hard | mean | min50) and predicted latency (the table), with the
@@ -15,7 +16,9 @@ budget as a constraint. Writes candidates.csv, pareto.csv, pareto.png, search.ya
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 DEFAULT_CONFIG = Path(__file__).parent / "experiments" / "default.yaml"
@@ -39,7 +42,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="WIDER FACE root (default: the generated dataset)")
     p.add_argument("--out", help="search folder (default runs/<name>/search)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--resume", action="store_true")
+    p.add_argument("--resume", action="store_true", help="continue the search in --out")
+    p.add_argument("--overwrite", action="store_true", help="replace the search in --out")
     p.add_argument("--device", default="auto")
     p.add_argument("--no-progress", action="store_true")
     return p
@@ -65,10 +69,12 @@ def _overrides(args) -> list[str]:
 def main(argv: list[str] | None = None):
     args = get_args_parser().parse_args(argv)
     from detection.config import DetectorConfig
+    from detection.distributed import gather_shards, init_distributed
     from detection.run import load_checkpoint
-    from evolution import SearchConfig, run_search
+    from evolution import SearchConfig, parse_budget, run_search
     from evolution.evaluator import EvalConfig, SupernetEvaluator
     from latency.table import LatencyTable
+    from supernet.device import select_device
     from supernet.experiment import Experiment
 
     try:
@@ -81,6 +87,9 @@ def main(argv: list[str] | None = None):
         out = Path(args.out or run_dir / "search")
         if cfg.latency_budget is None:
             raise ValueError("give --latency-budget (e.g. 12ms) or search.latency_budget")
+        parse_budget(cfg.latency_budget)  # fail before loading anything
+        if args.resume and args.overwrite:
+            raise ValueError("--resume and --overwrite exclude each other")
         if not supernet.is_file():
             raise FileNotFoundError(f"supernet checkpoint not found: {supernet} (train one with "
                                     f"python train_supernet.py --config {args.config})")
@@ -95,10 +104,21 @@ def main(argv: list[str] | None = None):
         evaluator = SupernetEvaluator.from_checkpoint(
             load_checkpoint(supernet), exp,
             EvalConfig(cfg.eval_images, cfg.bn_batches, cfg.eval_batch_size, cfg.seed),
-            device=args.device)
-        result = run_search(exp.space, evaluator, table.predict_many, cfg, out,
+            device=args.device, source=str(supernet))
+        # under torchrun every rank runs the same search (same seed) and evaluates its share of
+        # each generation; results are gathered so all ranks continue identically; rank 0 writes
+        info = init_distributed(select_device(args.device))
+        sharded = lambda archs: gather_shards(archs, info, evaluator)  # noqa: E731
+        run_out = out
+        if not info.is_main:  # a private copy: same state on resume, writes go nowhere shared
+            run_out = Path(tempfile.mkdtemp(prefix=f"facenas-rank{info.rank}-"))
+            if args.resume and out.is_dir():
+                shutil.copytree(out, run_out, dirs_exist_ok=True)
+        result = run_search(exp.space, sharded, table.predict_many, cfg, run_out,
                             input_size=det.input_size, baseline=exp.space.baseline,
-                            resume=args.resume)
+                            resume=args.resume, overwrite=args.overwrite)
+        if not info.is_main:
+            return result
     except (ValueError, TypeError, FileNotFoundError, FileExistsError, KeyError) as err:
         sys.exit(f"error: {err}")
     print(result.report())

@@ -33,6 +33,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> dict:
     args = get_args_parser().parse_args(argv)
+    from detection.engine import NonFiniteLoss
     from detection.run import RunDirError, train
     from supernet.experiment import Experiment
 
@@ -46,8 +47,11 @@ def main(argv: list[str] | None = None) -> dict:
         out = Path(args.out) if args.out else Path("runs") / exp.name
         summary = train(exp, out, resume=args.resume, overwrite=args.overwrite,
                         progress=not args.no_progress)
-    except (RunDirError, ValueError, TypeError, FileNotFoundError) as err:
+    except (RunDirError, NonFiniteLoss, ValueError, TypeError, FileNotFoundError) as err:
         sys.exit(f"error: {err}")
+    if summary.get("skipped_images"):
+        print(f"note: {summary['skipped_images']} unreadable training images were skipped "
+              "(see the warnings above)")
     print(f"supernet written to {out / 'supernet.pt'} ({summary['steps']} steps)")
     return summary
 

@@ -177,20 +177,27 @@ class SeededSampler(Sampler):
 
     ``epoch``: the epoch the next pass draws (it advances after every pass, also with persistent
     workers; a training loop may set it). ``start``: samples of the next pass to skip, for resuming
-    mid-epoch with exactly the rest of that epoch; reset to 0 once used.
+    mid-epoch with exactly the rest of that epoch; reset to 0 once used. With ``world_size`` > 1
+    (torchrun) every rank draws the same permutation and takes every world_size-th sample from
+    ``rank`` on, truncated so all ranks take the same number of steps (no rank waits forever).
     """
 
-    def __init__(self, n: int, seed: int, shuffle: bool):
+    def __init__(self, n: int, seed: int, shuffle: bool, rank: int = 0, world_size: int = 1):
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside world size {world_size}")
         self.n, self.seed, self.shuffle, self.epoch, self.start = n, seed, shuffle, 0, 0
+        self.rank, self.world_size = rank, world_size
 
     def __len__(self) -> int:
-        return self.n
+        return self.n // self.world_size if self.world_size > 1 else self.n
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         rng = np.random.default_rng([self.seed, self.epoch])
         start, self.epoch, self.start = self.start, self.epoch + 1, 0
         order = rng.permutation(self.n) if self.shuffle else np.arange(self.n)
         seeds = rng.integers(0, 2**63 - 1, self.n)
+        mine = slice(self.rank, self.rank + len(self) * self.world_size, self.world_size)
+        order, seeds = order[mine], seeds[mine]
         return iter([(int(i), int(s)) for i, s in zip(order[start:], seeds[start:])])
 
 
@@ -208,14 +215,16 @@ def build_transform(cfg: DataConfig, train: bool) -> Transform:
     return EvalTransform(size=cfg.train_size)
 
 
-def build_loader(cfg: DataConfig, split: str, train: bool, seed: int = 0) -> DataLoader:
+def build_loader(cfg: DataConfig, split: str, train: bool, seed: int = 0, rank: int = 0,
+                 world_size: int = 1) -> DataLoader:
     """DataLoader over `split`: train = shuffled + augmented, else in order with the eval resize.
 
     ``loader.sampler`` is a ``SeededSampler``: set its ``epoch`` / ``start`` to resume a run.
     """
     dataset = WiderFaceDataset(resolve_root(cfg), split, build_transform(cfg, train))
     return DataLoader(
-        dataset, batch_size=cfg.batch_size, sampler=SeededSampler(len(dataset), seed, shuffle=train),
+        dataset, batch_size=cfg.batch_size, sampler=SeededSampler(len(dataset), seed, shuffle=train, rank=rank,
+                                                                  world_size=world_size),
         num_workers=cfg.workers, collate_fn=collate, worker_init_fn=_worker_init,
         generator=torch.Generator().manual_seed(seed), persistent_workers=cfg.workers > 0,
         pin_memory=torch.cuda.is_available(), drop_last=False)

@@ -83,22 +83,33 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_st
 
 
 def train_step(model: nn.Module, loss_fn: nn.Module, images: torch.Tensor, targets: list,
-               paths: list[Arch | None], optimizer, scheduler, cfg: TrainConfig) -> dict | None:
-    """One optimizer step over `paths` (gradients accumulated); None if the loss was not finite."""
+               paths: list[Arch | None], optimizer, scheduler, cfg: TrainConfig,
+               sync: Callable[[nn.Module, bool], bool] | None = None) -> dict | None:
+    """One optimizer step over `paths` (gradients accumulated); None if the loss was not finite.
+
+    `sync(model, bad) -> any_bad` (multi-process training) averages the gradients across ranks and
+    tells whether any rank saw a non-finite loss, so all ranks skip or step together.
+    """
     optimizer.zero_grad(set_to_none=True)
     anchors = model.anchors(tuple(images.shape[-2:]))
     totals = {"loss": 0.0, "cls": 0.0, "box": 0.0, "num_pos": 0.0}
+    bad = False
     for arch in paths:
         if arch is not None:
             model.set_active(arch)
         cls, box = model(images)
         out = loss_fn(cls, box, anchors, targets)
         if not torch.isfinite(out["loss"]):
-            optimizer.zero_grad(set_to_none=True)
-            return None
+            bad = True
+            break
         (out["loss"] / len(paths)).backward()
         for k in totals:
             totals[k] += float(out[k].detach()) / len(paths)
+    if sync is not None:
+        bad = sync(model, bad)
+    if bad:
+        optimizer.zero_grad(set_to_none=True)
+        return None
     grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
     if not torch.isfinite(grad_norm):
         optimizer.zero_grad(set_to_none=True)
@@ -113,7 +124,8 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer, scheduler, lo
                     state: TrainState, cfg: TrainConfig, *,
                     sample_paths: Callable[[], list[Arch]] | None = None,
                     max_steps: int | None = None,
-                    on_step: Callable[[TrainState, dict], None] | None = None) -> None:
+                    on_step: Callable[[TrainState, dict], None] | None = None,
+                    sync: Callable[[nn.Module, bool], bool] | None = None) -> None:
     """Train over `loader` (already positioned at `state.batch`), updating `state` in place.
 
     `on_step(state, row)` runs after every optimizer step (checkpointing, progress). A non-finite
@@ -131,7 +143,7 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer, scheduler, lo
         images = images.to(device, non_blocking=True)
         targets = [t.to(device) for t in targets]
         paths = sample_paths() if sample_paths is not None else [None]
-        row = train_step(model, loss_fn, images, targets, paths, optimizer, scheduler, cfg)
+        row = train_step(model, loss_fn, images, targets, paths, optimizer, scheduler, cfg, sync)
         if row is None:
             state.nonfinite += 1
             warnings.warn(f"step {state.step}: non-finite loss, step skipped "

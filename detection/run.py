@@ -17,6 +17,7 @@ continues exactly and `retrain.py` needs nothing else. They load with ``weights_
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import random
@@ -31,6 +32,8 @@ from tqdm import tqdm
 
 from detection.config import DetectorConfig
 from detection.data import DataConfig, build_loader
+from detection.distributed import (barrier, broadcast_parameters, check_same, gather_shards,
+                                   init_distributed, local_device, make_sync)
 from detection.engine import TrainConfig, TrainState, build_optimizer, build_scheduler, train_one_epoch
 from detection.inference import ValSet
 from detection.loss import DetectionLoss
@@ -78,6 +81,13 @@ def load_checkpoint(path: Path) -> dict:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated file, not a checkpoint, unsafe pickle
         raise ValueError(f"{path}: not a readable facenas checkpoint ({err})") from err
+
+
+def _write_logs(out: Path, log: list[dict], evals: list[dict]) -> None:
+    """log.csv and evals.csv: derived from the checkpoint, rewritten after it."""
+    atomic_write_csv(pd.DataFrame(log), out / "log.csv")
+    if evals:
+        atomic_write_csv(pd.DataFrame(evals), out / "evals.csv")
 
 
 def _rng_state() -> dict:
@@ -131,10 +141,20 @@ def train(exp: Experiment, out: Path, *, arch: Arch | None = None, resume: bool 
     if arch is not None:
         resolved["arch"] = str(arch)
     ckpt_name = "supernet.pt" if arch is None else "model.pt"
-    prepare_run_dir(out, resolved, ckpt_name, resume, overwrite)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = select_device(cfg.device)
+    info = init_distributed(device)
+    device = local_device(device, info)
+    error = None
+    if info.is_main:  # one rank owns the folder; the others learn whether it was accepted
+        try:
+            prepare_run_dir(out, resolved, ckpt_name, resume, overwrite)
+        except RunDirError as err:
+            error = str(err)
+    error = gather_shards([error] * info.world_size, info, lambda mine: mine)[0]
+    if error is not None:
+        raise RunDirError(error)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     random.seed(cfg.seed)
@@ -155,7 +175,8 @@ def train(exp: Experiment, out: Path, *, arch: Arch | None = None, resume: bool 
     model.to(device)
     loss_fn = DetectionLoss(det_cfg)
 
-    loader = build_loader(data_cfg, "train", train=True, seed=cfg.seed)
+    loader = build_loader(data_cfg, "train", train=True, seed=cfg.seed, rank=info.rank,
+                          world_size=info.world_size)
     steps_per_epoch = len(loader) if not cfg.max_steps_per_epoch else min(len(loader),
                                                                           cfg.max_steps_per_epoch)
     total = steps_per_epoch * cfg.epochs
@@ -179,8 +200,14 @@ def train(exp: Experiment, out: Path, *, arch: Arch | None = None, resume: bool 
                            log=json.loads(ck["log"]))
         evals = json.loads(ck["evals"])
         _set_rng_state(ck["rng"])
+        if info.is_main:  # a kill between the checkpoint and the log writes left the logs behind it
+            _write_logs(out, state.log, evals)
+    if info.enabled:
+        broadcast_parameters(model)
 
     def save() -> None:
+        if not info.is_main:
+            return
         atomic_torch_save({
             "kind": "supernet" if arch is None else "standalone",
             "arch": str(arch) if arch is not None else "",
@@ -192,18 +219,16 @@ def train(exp: Experiment, out: Path, *, arch: Arch | None = None, resume: bool 
             "state": {"step": state.step, "epoch": state.epoch, "batch": state.batch},
             "log": json.dumps(state.log), "evals": json.dumps(evals), "rng": _rng_state(),
         }, ckpt_path)
-        atomic_write_csv(pd.DataFrame(state.log), out / "log.csv")
-        if evals:
-            atomic_write_csv(pd.DataFrame(evals), out / "evals.csv")
+        _write_logs(out, state.log, evals)
 
     val = recal = None
-    if cfg.eval_images > 0:
+    if cfg.eval_images > 0 and info.is_main:
         val = ValSet.load(data_cfg, size=max(det_cfg.input_size), limit=cfg.eval_images)
         recal_loader = build_loader(replace(data_cfg, workers=0), "train", train=True, seed=cfg.seed + 1)
         recal = [images for images, _ in itertools.islice(recal_loader, cfg.bn_batches)]
 
     bar = tqdm(total=total, initial=state.step, desc=f"train {exp.name}", unit="step",
-               disable=not progress, dynamic_ncols=True)
+               disable=not (progress and info.is_main), dynamic_ncols=True)
 
     def on_step(st: TrainState, row: dict) -> None:
         bar.update(1)
@@ -216,7 +241,10 @@ def train(exp: Experiment, out: Path, *, arch: Arch | None = None, resume: bool 
             loader.sampler.epoch = state.epoch
             loader.sampler.start = state.batch * data_cfg.batch_size
             train_one_epoch(model, loader, optimizer, scheduler, loss_fn, state, cfg,
-                            sample_paths=sample_paths, max_steps=steps_per_epoch, on_step=on_step)
+                            sample_paths=sample_paths, max_steps=steps_per_epoch, on_step=on_step,
+                            sync=make_sync(info))
+            if sampler is not None:
+                check_same(json.dumps(sampler.state_dict()), info, "the path sampler state")
             if val is not None:
                 archs = _eval_subnets(exp, cfg, state.epoch) if arch is None else [("model", arch)]
                 rows = evaluate_subnets(model, archs, val, recal)
@@ -227,7 +255,21 @@ def train(exp: Experiment, out: Path, *, arch: Arch | None = None, resume: bool 
                     f"{r['subnet']} easy {r['easy']:.3f}" for r in rows))
             state.epoch, state.batch = state.epoch + 1, 0
             save()
+            barrier(info)  # the others wait for rank 0's evaluation and checkpoint
     finally:
         bar.close()
-    return {"out": str(out), "steps": state.step, "evals": evals,
+    return {"out": str(out), "steps": state.step, "evals": evals, "rank": info.rank,
+            "skipped_images": loader.dataset.n_skipped,
+            "world_size": info.world_size, "weights_sha256": weights_digest(model),
+            "sampler_counts": {k: list(map(int, v)) for k, v in sampler.counts.items()}
+            if sampler is not None else {},
             "final_loss": state.log[-1]["loss"] if state.log else float("nan")}
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """SHA-256 of every parameter and buffer: equal digests mean bitwise-equal models."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()

@@ -14,7 +14,7 @@ One generic core, one thin adapter:
   G = latency - budget <= 0 (or, for ``algorithm: mnas``, F = [-AP x (latency/budget)^-0.07]).
 
 Either writes ``candidates.csv`` (every distinct candidate, evaluated once: the cache),
-``pareto.csv``, ``search.yaml`` and ``checkpoint.pkl`` (after every generation; ``resume=True``
+``pareto.csv``, ``search.yaml`` and ``checkpoint.json`` (after every generation; ``resume=True``
 continues it bit-identically); `run_search` also writes ``pareto.png`` and records the baseline.
 
 Example on an analytic problem (AP with diminishing returns, additive latency)::
@@ -42,7 +42,7 @@ and on a search space, with a stand-in evaluator (the supernet's place)::
     >>> result = run_search(space, evaluate, latency, config, tempfile.mkdtemp(),
     ...                     input_size=(64, 64), baseline=space.baseline)
     >>> sorted(p.name for p in result.out_dir.iterdir())
-    ['candidates.csv', 'checkpoint.pkl', 'pareto.csv', 'pareto.png', 'search.yaml']
+    ['candidates.csv', 'checkpoint.json', 'pareto.csv', 'pareto.png', 'search.yaml']
     >>> bool((result.pareto["latency_ms"] <= 4.0).all())
     True
 """

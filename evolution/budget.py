@@ -39,8 +39,8 @@ def parse_budget(value: str | float | int) -> float:
 def check_budget(budget_ms: float, fastest_ms: float, slowest_ms: float) -> None:
     """Error if no subnet meets `budget_ms`; warn if every subnet does (the budget does not constrain)."""
     if budget_ms < fastest_ms:
-        raise ValueError(f"latency budget {budget_ms:.3f} ms is below the fastest subnet of the space "
-                         f"({fastest_ms:.3f} ms): no architecture can meet it")
+        raise ValueError(f"latency budget {budget_ms:g} ms is below the fastest subnet of the space "
+                         f"({fastest_ms:.3f} ms): no architecture can meet it; raise the budget")
     if budget_ms > slowest_ms:
         warnings.warn(f"latency budget {budget_ms:.3f} ms is above the slowest subnet of the space "
                       f"({slowest_ms:.3f} ms): the budget does not constrain the search", stacklevel=2)

@@ -8,9 +8,11 @@ function on a batch of vectors::
 where every objective is minimised, a row is feasible when all its G <= 0, and the optional
 `records` (one dict per row) are extra columns for the archive. `optimize` runs pymoo's
 ask/tell loop generation by generation: vectors already in the `Archive` are never passed to
-`objective_fn` again, and with a `run_dir` the archive (``candidates.csv``) and the pickled
-algorithm (``checkpoint.pkl``) are written atomically after every generation, so `resume=True`
-continues from the last completed generation with the same random stream as an uninterrupted run.
+`objective_fn` again, and with a `run_dir` the archive (``candidates.csv``) and the algorithm's
+state (``checkpoint.json``: population X/F/G/CV/rank/crowding, RNG state, the set of evaluated
+vectors; plain data, no pickle) are written atomically after every generation, so `resume=True`
+rebuilds the algorithm from the config and continues from the last completed generation with the
+same random stream as an uninterrupted run.
 
     >>> choices = np.array([3] * 4)
     >>> def fn(X):  # two conflicting objectives: sum of choices vs. sum of (2 - choices)
@@ -22,7 +24,8 @@ continues from the last completed generation with the same random stream as an u
 
 from __future__ import annotations
 
-import pickle
+import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -31,6 +34,7 @@ import numpy as np
 from pymoo.algorithms.moo.nsga2 import NSGA2
 from pymoo.algorithms.soo.nonconvex.ga import GA
 from pymoo.core.evaluator import Evaluator
+from pymoo.core.individual import Individual
 from pymoo.core.population import Population
 from pymoo.core.problem import Problem
 from pymoo.core.termination import NoTermination
@@ -43,10 +47,12 @@ from evolution.archive import Archive
 from evolution.config import SearchConfig
 from evolution.operators import (CanonicalRepair, CategoricalMutation, SeenDuplicateElimination,
                                  UniqueSampling, identity, sample_unique)
-from supernet.io import atomic_write_bytes
+from supernet.io import atomic_write_text
 
 ObjectiveFn = Callable[[np.ndarray], tuple]
-CHECKPOINT, CANDIDATES = "checkpoint.pkl", "candidates.csv"
+CHECKPOINT, CANDIDATES = "checkpoint.json", "candidates.csv"
+LEGACY_CHECKPOINT = "checkpoint.pkl"  # pickled algorithm of older versions: never unpickled
+CHECKPOINT_FORMAT = "facenas-search-checkpoint/1"
 
 
 def vector_key(x) -> str:
@@ -93,8 +99,7 @@ class RandomSearch:
 def tournament_by_cv_and_fitness(pop, P, random_state=None, **kwargs) -> np.ndarray:
     """GA binary tournament: lower constraint violation wins, then lower F; ties by a coin flip.
 
-    Same rule as pymoo's `comp_by_cv_and_fitness`, which its decorator makes unpicklable (and
-    checkpoints pickle the algorithm)."""
+    Same rule as pymoo's `comp_by_cv_and_fitness` (kept as a plain module-level function)."""
     cv, f = pop.get("CV")[:, 0], pop.get("F")[:, 0]
     a, b = P[:, 0], P[:, 1]
     by_cv = (cv[a] > 0) | (cv[b] > 0)
@@ -142,22 +147,96 @@ def evaluate_cached(X: np.ndarray, objective_fn: ObjectiveFn, archive: Archive,
 
 @dataclass
 class LoopState:
-    """What `checkpoint.pkl` holds: the pymoo algorithm (population + RNG) after `generation` gens."""
+    """The loop's position: the algorithm after `generation` completed generations."""
 
     algorithm: object
     generation: int = 0
     fingerprint: dict = field(default_factory=dict)
 
 
-def _load_state(path: Path, fingerprint: dict) -> LoopState:
-    state = pickle.loads(path.read_bytes())
-    diff = sorted(k for k in set(fingerprint) | set(state.fingerprint)
-                  if fingerprint.get(k) != state.fingerprint.get(k))
+def _encode(value):
+    """A population field as JSON-able data (arrays keep dtype and shape, so they round-trip)."""
+    if isinstance(value, np.ndarray):
+        return {"dtype": value.dtype.str, "shape": list(value.shape), "data": value.ravel().tolist()}
+    if isinstance(value, np.generic):
+        return value.item()
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise TypeError(f"cannot checkpoint a population field of type {type(value).__name__}")
+
+
+def _decode(value):
+    if isinstance(value, dict):
+        return np.array(value["data"], dtype=value["dtype"]).reshape(value["shape"])
+    return value
+
+
+def _individual_state(ind: Individual) -> dict:
+    fields = {k: _encode(v) for k, v in vars(ind).items() if k.startswith("_")}
+    return {"fields": fields, "evaluated": sorted(ind.evaluated or ()),
+            "data": {k: _encode(v) for k, v in ind.data.items()}}
+
+
+def _new_individual(state: dict) -> Individual:
+    ind = Individual()
+    for k, v in state["fields"].items():
+        setattr(ind, k, _decode(v))
+    ind.evaluated = set(state["evaluated"])
+    ind.data = {k: _decode(v) for k, v in state["data"].items()}
+    return ind
+
+
+def algorithm_state(algorithm) -> dict:
+    """Everything `ask` depends on, as plain data: population, RNG state, evaluated vectors."""
+    pop = algorithm.pop if algorithm.pop is not None else []
+    return {"class": type(algorithm).__name__, "n_iter": getattr(algorithm, "n_iter", None),
+            "is_initialized": getattr(algorithm, "is_initialized", None),
+            "random_state": algorithm.random_state.bit_generator.state,
+            "seen": sorted(list(x) for x in algorithm.eliminate_duplicates.seen),
+            "pop": [_individual_state(ind) for ind in pop]}
+
+
+def restore_algorithm(algorithm, state: dict) -> None:
+    """Put `algorithm_state` back into a freshly built (`build_algorithm`) algorithm."""
+    if state["class"] != type(algorithm).__name__:
+        raise ValueError(f"checkpoint holds a {state['class']} search, the config builds "
+                         f"{type(algorithm).__name__}")
+    algorithm.random_state.bit_generator.state = state["random_state"]
+    seen = algorithm.eliminate_duplicates.seen  # shared with sampling and mating: update in place
+    seen.clear()
+    seen.update(tuple(x) for x in state["seen"])
+    algorithm.pop = Population([_new_individual(s) for s in state["pop"]])
+    if state["is_initialized"] is not None:
+        algorithm.n_iter, algorithm.is_initialized = state["n_iter"], state["is_initialized"]
+        algorithm.start_time = time.time()
+        if algorithm.is_initialized:
+            algorithm._set_optimum()
+
+
+def _save_state(path: Path, state: LoopState) -> None:
+    data = {"format": CHECKPOINT_FORMAT, "generation": state.generation,
+            "fingerprint": state.fingerprint, "algorithm": algorithm_state(state.algorithm)}
+    atomic_write_text(path, json.dumps(data) + "\n")  # floats: shortest repr, read back exactly
+
+
+def _load_state(path: Path, fingerprint: dict, problem: EncodedProblem,
+                config: SearchConfig) -> LoopState:
+    try:
+        data = json.loads(path.read_text())
+        if data.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"format {data.get('format')!r}, expected {CHECKPOINT_FORMAT!r}")
+    except (ValueError, AttributeError) as err:
+        raise ValueError(f"{path}: not a readable search checkpoint ({err})") from None
+    fingerprint = json.loads(json.dumps(fingerprint))  # tuples -> lists, as stored
+    saved = data["fingerprint"]
+    diff = sorted(k for k in set(fingerprint) | set(saved) if fingerprint.get(k) != saved.get(k))
     if diff:
-        details = "; ".join(f"{k}: checkpoint {state.fingerprint.get(k)!r}, now {fingerprint.get(k)!r}"
+        details = "; ".join(f"{k}: checkpoint {saved.get(k)!r}, now {fingerprint.get(k)!r}"
                             for k in diff)
         raise ValueError(f"cannot resume {path}: the search config differs ({details})")
-    return state
+    algorithm = build_algorithm(problem, config)
+    restore_algorithm(algorithm, data["algorithm"])
+    return LoopState(algorithm, int(data["generation"]), saved)
 
 
 def optimize(problem: EncodedProblem, objective_fn: ObjectiveFn, config: SearchConfig,
@@ -169,7 +248,11 @@ def optimize(problem: EncodedProblem, objective_fn: ObjectiveFn, config: SearchC
     ckpt = Path(run_dir) / CHECKPOINT if run_dir is not None else None
     fingerprint = dict(fingerprint or {})
     if ckpt is not None and resume and ckpt.exists():
-        state = _load_state(ckpt, fingerprint)
+        state = _load_state(ckpt, fingerprint, problem, config)
+    elif ckpt is not None and resume and (ckpt.parent / LEGACY_CHECKPOINT).exists():
+        raise ValueError(f"{ckpt.parent / LEGACY_CHECKPOINT}: a search checkpoint of an older facenas "
+                         "(a pickle, which is never loaded: unpickling can run code); start the "
+                         "search again with --overwrite or another --out")
     else:
         state = LoopState(build_algorithm(problem, config), 0, fingerprint)
     bar = tqdm(total=config.generations, initial=min(state.generation, config.generations),
@@ -185,7 +268,7 @@ def optimize(problem: EncodedProblem, objective_fn: ObjectiveFn, config: SearchC
         state.generation = gen + 1
         if ckpt is not None:  # archive first: a crash in between only re-asks cached archs
             archive.save(ckpt.parent / CANDIDATES)
-            atomic_write_bytes(ckpt, pickle.dumps(state))
+            _save_state(ckpt, state)
         if summary is not None:
             bar.set_postfix(summary(archive), refresh=False)
         bar.update()

@@ -56,13 +56,16 @@ class SupernetEvaluator:
 
     @classmethod
     def from_checkpoint(cls, checkpoint: dict, exp: Experiment, cfg: EvalConfig,
-                        device: str = "auto") -> "SupernetEvaluator":
+                        device: str = "auto", source: str = "supernet checkpoint"
+                        ) -> "SupernetEvaluator":
+        """`source` (the checkpoint's path) names the file in errors."""
         if checkpoint.get("kind") != "supernet":
-            raise ValueError("the search needs a supernet checkpoint (train_supernet.py), got a "
-                             f"{checkpoint.get('kind')!r} checkpoint")
+            raise ValueError(f"{source}: the search needs a supernet checkpoint (train_supernet.py), "
+                             f"got a {checkpoint.get('kind')!r} checkpoint")
         if checkpoint["space"] != exp.space.fingerprint():
-            raise ValueError(f"supernet checkpoint is from another search space (fingerprint "
-                             f"{checkpoint['space']}, config {exp.space.fingerprint()})")
+            raise ValueError(f"{source}: supernet checkpoint from another search space (fingerprint "
+                             f"{checkpoint['space']}, config {exp.space.source} "
+                             f"{exp.space.fingerprint()}); pass the --config it was trained with")
         det_cfg = exp.section("detector", DetectorConfig)
         data_cfg = exp.section("data", DataConfig)
         model = build_supernet_detector(exp.space, det_cfg)

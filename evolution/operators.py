@@ -13,7 +13,7 @@ the ordinal distance that SBX/PM assume:
 * `SeenDuplicateElimination`: rejects children equal to each other, to the population, or to any
   vector evaluated before (`seen`, grown by the search loop), so no evaluation is spent twice.
 
-All are picklable (the search checkpoints the whole pymoo algorithm every generation).
+Their only state is `SeenDuplicateElimination.seen`, which the search checkpoint stores as data.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ Run directory (every file written atomically):
     pareto.csv       the non-dominated feasible candidates, by latency
     pareto.png       (run_search) AP vs latency: candidates by generation, front, budget, baseline
     search.yaml      the resolved SearchConfig + derived values (budget_ms, hv_reference, ...)
-    checkpoint.pkl   the pymoo algorithm after the last completed generation (for resume=True)
+    checkpoint.json  the algorithm's state after the last completed generation (for resume=True)
 
     >>> result = run_search(space, evaluate, latency, config, "runs/search", input_size=(320, 320),
     ...                     baseline=space.baseline)  # doctest: +SKIP
@@ -26,7 +26,8 @@ import yaml
 from evolution.archive import Archive
 from evolution.budget import check_budget, parse_budget
 from evolution.config import SearchConfig
-from evolution.engine import CANDIDATES, CHECKPOINT, EncodedProblem, ObjectiveFn, optimize, vector_key
+from evolution.engine import (CANDIDATES, CHECKPOINT, LEGACY_CHECKPOINT, EncodedProblem, ObjectiveFn,
+                              optimize, vector_key)
 from evolution.operators import identity
 from evolution.pareto import feasible_front, hypervolume, nondominated
 from evolution.plots import plot_pareto
@@ -63,11 +64,20 @@ class SearchResult:
         return "\n".join(lines)
 
 
-def _open_run(out_dir: str | Path, resume: bool, key_name: str) -> tuple[Path, Archive]:
+SEARCH_FILES = (CANDIDATES, "pareto.csv", "pareto.png", "search.yaml", CHECKPOINT, LEGACY_CHECKPOINT)
+
+
+def _open_run(out_dir: str | Path, resume: bool, key_name: str,
+              overwrite: bool = False) -> tuple[Path, Archive]:
     out = Path(out_dir)
-    if not resume and (out / CHECKPOINT).exists():
-        raise FileExistsError(f"{out} already holds a search ({CHECKPOINT}): pass resume=True "
-                              "(--resume) to continue it, or choose another output directory")
+    held = [n for n in (CHECKPOINT, LEGACY_CHECKPOINT, CANDIDATES) if (out / n).exists()]
+    if overwrite:
+        for name in SEARCH_FILES:
+            (out / name).unlink(missing_ok=True)
+    elif held and not resume:
+        raise FileExistsError(f"{out} already holds a search ({held[0]}): pass resume=True "
+                              "(--resume) to continue it or overwrite=True (--overwrite) to replace "
+                              "it, or choose another output directory")
     out.mkdir(parents=True, exist_ok=True)
     if resume and (out / CANDIDATES).exists():
         return out, Archive.load(out / CANDIDATES, key_name)
@@ -81,9 +91,9 @@ def _write_yaml(path: Path, config: SearchConfig, **resolved) -> None:
 
 def search(choices, objective_fn: ObjectiveFn, config: SearchConfig, out_dir: str | Path, *,
            n_obj: int, n_constr: int = 0, canonical: Callable = identity, key: Callable = vector_key,
-           hv_reference=None, resume: bool = False) -> SearchResult:
+           hv_reference=None, resume: bool = False, overwrite: bool = False) -> SearchResult:
     """NSGA-II / GA / random search of any categorical problem (see `evolution.engine`)."""
-    out, archive = _open_run(out_dir, resume, "x")
+    out, archive = _open_run(out_dir, resume, "x", overwrite)
     choices = np.asarray(choices, dtype=np.int64)
     problem = EncodedProblem(choices, n_obj, n_constr, canonical, key)
     fingerprint = {"choices": choices.tolist(), "n_obj": n_obj, "n_constr": n_constr,
@@ -121,9 +131,11 @@ def _vector_summary(archive: Archive, ref) -> dict:
 
 def run_search(space: SearchSpace, evaluate: Evaluate, latency: Latency, config: SearchConfig,
                out_dir: str | Path, *, input_size: tuple[int, int], baseline: Arch | str | None = None,
-               resume: bool = False) -> SearchResult:
-    """Search `space` for archs maximising AP (`evaluate`) and minimising latency (`latency`)."""
-    out, archive = _open_run(out_dir, resume, "arch")
+               resume: bool = False, overwrite: bool = False) -> SearchResult:
+    """Search `space` for archs maximising AP (`evaluate`) and minimising latency (`latency`).
+
+    An `out_dir` already holding a search needs `resume` (same config) or `overwrite`."""
+    out, archive = _open_run(out_dir, resume, "arch", overwrite)
     budget_ms, ref = _resolve_budget(space, latency, config)
     objectives = ArchObjectives(space, evaluate, latency, config, budget_ms, input_size)
     if len(archive):

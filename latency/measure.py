@@ -33,7 +33,7 @@ from latency.device_bench import RESULTS_FORMAT, device_info, measure_optional
 from latency.keys import Entry, build_entries
 from latency.parts import export_entry
 from latency.table import (TABLE_COLUMNS, detector_meta, fit_affine, meta_path, read_meta,
-                           write_table)
+                           write_meta, write_table)
 from supernet.experiment import Experiment
 
 TABLE_FORMAT = "facenas-latency-table/1"
@@ -112,6 +112,9 @@ def measure_table(entries: list[Entry], out: str | Path, meta: dict, det: Detect
         build_seconds = float(old_meta.get("build_seconds", 0.0))
         if len(rows) == len(entries):
             meta["calibration"] = old_meta.get("calibration", meta["calibration"])
+    if not rows:  # a new table (or --force): sidecar first, so a kill before the first flush
+        out.unlink(missing_ok=True)  # leaves no CSV without its sidecar (which would block resuming)
+        write_meta(out, {**meta, "n_entries": 0, "n_expected": len(entries), "complete": False})
     done = {r["key"] for r in rows}
     todo = [e for e in entries if e.key not in done]
     start = time.perf_counter()
@@ -200,6 +203,13 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except (ValueError, TypeError, FileNotFoundError, KeyError) as err:
+        raise SystemExit(f"error: {err}") from None
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.import_path:
         frame = import_results(args.import_path, args.out)
         meta = read_meta(args.out)
@@ -207,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
               f"(calibration {meta['calibration'].get('fitted') and 'fitted' or 'none'})")
         return 0
     if not args.config:
-        raise SystemExit("--config is required unless --import is given")
+        raise ValueError("--config is required unless --import is given")
     exp = Experiment.from_yaml(args.config, args.set)
     lat = exp.section("latency", LatencyConfig)
     det = exp.section("detector", DetectorConfig)

@@ -37,7 +37,10 @@ def read_meta(table_path: str | Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"latency table sidecar not found: {path} (written beside the CSV "
                                 "by latency.measure)")
-    return json.loads(path.read_text())
+    try:
+        return json.loads(path.read_text())
+    except ValueError as err:
+        raise ValueError(f"{path}: not a latency table sidecar (not JSON: {err})") from None
 
 
 def write_meta(table_path: str | Path, meta: dict) -> None:

@@ -1,6 +1,8 @@
 """Atomic file writes: every artifact goes to a temp file in the same folder, then os.replace.
 
 A crash (or SIGKILL) mid-write leaves either the old file or the new one, never half of either.
+A SIGKILL can leave the temp file (``.<name>.<8 random chars>.tmp``) behind; the next write of
+the same file removes it, so a resumed run that rewrites its artifacts leaves no temp files.
 
     >>> atomic_write_text("runs/x/arch.txt", "K3C16S2\\n")  # doctest: +SKIP
 """
@@ -9,10 +11,21 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
+
+
+def remove_stale_temps(path: str | Path) -> list[Path]:
+    """Delete the temp files a killed writer of `path` left beside it; returns them."""
+    path = Path(path)
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.[a-z0-9_]{{8}}\.tmp")
+    stale = [p for p in path.parent.glob(f".{path.name}.*.tmp") if pattern.fullmatch(p.name)]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
 
 
 @contextmanager
@@ -20,6 +33,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temp path beside `path`; on success it replaces `path`, on error it is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(path)  # left by a writer killed mid-write (no except clause ran)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:

@@ -169,7 +169,7 @@ def test_random_uses_the_same_number_of_evaluations(tmp_path):
 # -- the arch adapter on the tiny space -------------------------------------------------------
 def test_run_search_outputs(space, tmp_path):
     result = _run(space, tmp_path)
-    for name in ("candidates.csv", "pareto.csv", "pareto.png", "search.yaml", "checkpoint.pkl"):
+    for name in ("candidates.csv", "pareto.csv", "pareto.png", "search.yaml", "checkpoint.json"):
         assert (tmp_path / name).is_file(), name
     assert (tmp_path / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     cand = pd.read_csv(tmp_path / "candidates.csv")
