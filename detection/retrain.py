@@ -43,6 +43,7 @@ from detection.inference import ValSet
 from detection.model import Detector, build_detector
 from detection.run import load_checkpoint, train
 from latency.config import LatencyConfig
+from supernet.device import select_device
 from supernet.experiment import Experiment
 from supernet.io import atomic_write_text
 from supernet.space import Arch
@@ -213,7 +214,9 @@ def _latency(exp: Experiment, arch: Arch, onnx_path: Path, table) -> dict:
     timing = measure_onnx_latency(onnx_path, lat.threads, lat.warmup, lat.repeats, lat.rounds,
                                   lat.provider, lat.clock)
     out = {"measured_ms": timing.pop("median_ms"), **timing,
-           "device": device_info(lat.threads, lat.provider)}
+           "device": device_info(lat.threads, lat.provider),
+           # other processes inflate wall-clock timings: keep the load to judge the number by
+           "load_avg_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
     if table is not None:
         predicted = float(table.predict(arch))
         table_device = table.meta.get("device", {})
@@ -257,7 +260,7 @@ def retrain(exp: Experiment, arch: Arch, out: str | Path, *, init: dict | None =
 
     model = build_detector(exp.space, arch, det_cfg)
     model.load_state_dict(load_checkpoint(out / "model.pt")["model"])
-    model.eval()
+    model.to(select_device(exp.section("train", TrainConfig).device)).eval()  # AP on the GPU if any
     size = max(det_cfg.input_size)
     val, annotations = _val_set(data_cfg, size, cfg.eval_images or None)
     ap = evaluate_ap(model, val, annotations)
@@ -299,9 +302,19 @@ def _json_default(value):
 # -- locating a run's files (for the CLI) ---------------------------------------------------------
 def find_run_dir(pareto: Path | None = None, supernet: Path | None = None) -> Path | None:
     """The supernet run folder (holding config.yaml) of a search's pareto.csv or a supernet.pt:
+    the supernet recorded in search.yaml (``resolved.supernet``) if any, else the layout
     ``runs/<name>/search/pareto.csv`` -> ``runs/<name>``; ``runs/<name>/supernet.pt`` -> same."""
-    for folder in ([Path(pareto).parent.parent] if pareto else []) + (
-            [Path(supernet).parent] if supernet else []):
+    folders = [Path(supernet).parent] if supernet else []
+    if pareto:
+        search_yaml = Path(pareto).parent / "search.yaml"
+        if search_yaml.is_file():
+            import yaml
+
+            recorded = ((yaml.safe_load(search_yaml.read_text()) or {}).get("resolved") or {})
+            if recorded.get("supernet"):
+                folders.append(Path(recorded["supernet"]).parent)
+        folders.append(Path(pareto).parent.parent)
+    for folder in folders:
         if (folder / "config.yaml").is_file():
             return folder
     return None
@@ -336,6 +349,11 @@ def summary_text(metrics: dict) -> str:
     lat, onnx = metrics["latency"], metrics["onnx"]
     ap = ", ".join(f"{k[3:]} {v:.4f}" for k, v in metrics["ap"].items())
     predicted = f", {lat['predicted_ms']:.3f} ms predicted" if "predicted_ms" in lat else ""
+    load, cpus = lat.get("load_avg_1min"), lat.get("device", {}).get("logical_cpus") or 1
+    if load is not None and lat.get("clock") == "wall" and load > cpus:
+        predicted += (f"\nwarning: load average {load:.1f} on {cpus} CPUs while timing: the wall-clock "
+                      "latency is inflated (re-time on an idle machine, or --set latency.clock=cpu "
+                      "with latency.threads=1)")
     return (f"AP ({metrics['eval']['images']} val images): {ap}\n"
             f"ONNX max |onnxruntime - torch| {onnx['max_abs_diff']:.2e} (atol {onnx['atol']:g})\n"
             f"latency {lat['measured_ms']:.3f} ms measured{predicted}")

@@ -52,9 +52,25 @@ class RunDirError(RuntimeError):
     pass
 
 
+RESUME_MAY_CHANGE = ("train.lr",)  # lowered to --resume after non-finite losses
+
+
+def _config_diff(saved: dict, resolved: dict) -> list[str]:
+    """Keys (``section.key`` inside sections) whose values differ between two resolved configs."""
+    diff = []
+    for key in sorted(set(saved) | set(resolved)):
+        a, b = saved.get(key), resolved.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            diff += [f"{key}.{k}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        elif a != b:
+            diff.append(key)
+    return diff
+
+
 def prepare_run_dir(out: Path, resolved: dict, checkpoint_name: str, resume: bool,
                     overwrite: bool) -> None:
-    """Refuse to mix runs: an existing run needs --resume (same config) or --overwrite."""
+    """Refuse to mix runs: an existing run needs --resume (same config; only train.lr may change)
+    or --overwrite."""
     config_path = out / "config.yaml"
     if out.exists() and any(out.iterdir()) and not overwrite:
         if not resume:
@@ -62,9 +78,9 @@ def prepare_run_dir(out: Path, resolved: dict, checkpoint_name: str, resume: boo
                               f"--overwrite to replace it (or choose another --out)")
         if config_path.exists():
             saved = yaml.safe_load(config_path.read_text())
-            if saved != resolved:
-                diff = sorted(k for k in set(saved) | set(resolved) if saved.get(k) != resolved.get(k))
-                raise RunDirError(f"{out}: --resume with a different config (sections differ: "
+            diff = [k for k in _config_diff(saved, resolved) if k not in RESUME_MAY_CHANGE]
+            if diff:
+                raise RunDirError(f"{out}: --resume with a different config (differs: "
                                   f"{', '.join(diff)}); use the same --config/--set or --overwrite")
     elif overwrite and out.exists():
         for name in (checkpoint_name, "log.csv", "evals.csv", "config.yaml"):
@@ -81,6 +97,16 @@ def load_checkpoint(path: Path) -> dict:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated file, not a checkpoint, unsafe pickle
         raise ValueError(f"{path}: not a readable facenas checkpoint ({err})") from err
+
+
+def _rescale_lr(optimizer, scheduler, lr: float) -> None:
+    """Resumed with another train.lr: the same schedule, scaled to the new peak `lr`."""
+    if all(base == lr for base in scheduler.base_lrs):
+        return
+    scheduler.base_lrs = [lr] * len(optimizer.param_groups)
+    for group, factor in zip(optimizer.param_groups, scheduler.lr_lambdas):
+        group["initial_lr"], group["lr"] = lr, lr * factor(scheduler.last_epoch)
+    scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
 
 
 def _write_logs(out: Path, log: list[dict], evals: list[dict]) -> None:
@@ -194,6 +220,7 @@ def train(exp: Experiment, out: Path, *, arch: Arch | None = None, resume: bool 
         model.load_state_dict(ck["model"])
         optimizer.load_state_dict(ck["optimizer"])
         scheduler.load_state_dict(ck["scheduler"])
+        _rescale_lr(optimizer, scheduler, cfg.lr)
         if sampler is not None:
             sampler.load_state_dict(json.loads(ck["sampler"]))
         state = TrainState(**{k: ck["state"][k] for k in ("step", "epoch", "batch")},

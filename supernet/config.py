@@ -119,7 +119,12 @@ def from_dict(cls: type[T], data: dict, where: str = "config") -> T:
         raise ValueError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(fields))})")
     hints = typing.get_type_hints(cls)
     kwargs = {k: _check_type(v, hints[k], f"{where}.{k}") for k, v in data.items()}
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as err:  # __post_init__ checks: add the file and section
+        if where in str(err):
+            raise
+        raise type(err)(f"{where}: {err}") from None
 
 
 def to_dict(obj: Any) -> Any:

@@ -308,7 +308,10 @@ class SearchSpace:
         stages = []
         for i, sc in enumerate(baseline.stages):
             where = f"{source}: baseline stage {i}"
-            block = parse_block(sc.block, i)
+            try:
+                block = parse_block(sc.block, i)
+            except ValueError as err:
+                raise ValueError(f"{where}: {err}") from None
             if sc.depth < 1:
                 raise ValueError(f"{where}: depth must be >= 1, got {sc.depth}")
             if sc.fixed or i == 0:

@@ -94,7 +94,7 @@ def test_existing_run_needs_resume_or_overwrite(tmp_path):
     with pytest.raises(SystemExit, match="already holds a run"):
         main(_args(tmp_path / "run", *extra))
     with pytest.raises(SystemExit, match="different config"):
-        main(_args(tmp_path / "run", "--resume", "--set", "train.lr=0.5", *extra))
+        main(_args(tmp_path / "run", "--resume", "--set", "train.weight_decay=0.5", *extra))
     main(_args(tmp_path / "run", "--overwrite", *extra))
 
 
