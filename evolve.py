@@ -68,7 +68,10 @@ def _overrides(args) -> list[str]:
 
 def main(argv: list[str] | None = None):
     args = get_args_parser().parse_args(argv)
+    import torch
+
     from detection.config import DetectorConfig
+    from detection.engine import TrainConfig
     from detection.distributed import gather_shards, init_distributed
     from detection.run import load_checkpoint
     from evolution import SearchConfig, parse_budget, run_search
@@ -99,6 +102,9 @@ def main(argv: list[str] | None = None):
             print(f"no latency table at {table_path}: measuring it on this machine")
             measure(["--config", args.config, "--out", str(table_path), "--calibrate",
                      *sum((["--set", s] for s in args.set), [])])
+        threads = exp.section("train", TrainConfig).threads
+        if threads:
+            torch.set_num_threads(threads)
         table = LatencyTable.load(table_path, exp.space, det)
         print(f"supernet {supernet}\nlatency table {table_path} ({table.meta.get('device', {})})")
         evaluator = SupernetEvaluator.from_checkpoint(
@@ -116,7 +122,9 @@ def main(argv: list[str] | None = None):
                 shutil.copytree(out, run_out, dirs_exist_ok=True)
         result = run_search(exp.space, sharded, table.predict_many, cfg, run_out,
                             input_size=det.input_size, baseline=exp.space.baseline,
-                            resume=args.resume, overwrite=args.overwrite)
+                            resume=args.resume, overwrite=args.overwrite,
+                            record={"supernet": str(supernet), "latency_table": str(table_path),
+                                    "experiment": str(args.config)})
         if not info.is_main:
             return result
     except (ValueError, TypeError, FileNotFoundError, FileExistsError, KeyError) as err:

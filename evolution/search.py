@@ -131,7 +131,8 @@ def _vector_summary(archive: Archive, ref) -> dict:
 
 def run_search(space: SearchSpace, evaluate: Evaluate, latency: Latency, config: SearchConfig,
                out_dir: str | Path, *, input_size: tuple[int, int], baseline: Arch | str | None = None,
-               resume: bool = False, overwrite: bool = False) -> SearchResult:
+               resume: bool = False, overwrite: bool = False,
+               record: dict | None = None) -> SearchResult:
     """Search `space` for archs maximising AP (`evaluate`) and minimising latency (`latency`).
 
     An `out_dir` already holding a search needs `resume` (same config) or `overwrite`."""
@@ -144,8 +145,8 @@ def run_search(space: SearchSpace, evaluate: Evaluate, latency: Latency, config:
                              functools.partial(_arch_key, space))
     fingerprint = {"space": space.fingerprint(), "budget_ms": budget_ms,
                    "input_size": list(input_size), **_search_fingerprint(config)}
-    _write_yaml(out / "search.yaml", config, budget_ms=budget_ms, hv_reference=ref,
-                space=space.source, space_fingerprint=space.fingerprint(), n_var=space.n_var,
+    _write_yaml(out / "search.yaml", config, **(record or {}), budget_ms=budget_ms,
+                hv_reference=ref, space=space.source, space_fingerprint=space.fingerprint(), n_var=space.n_var,
                 input_size=list(input_size))
     base = _evaluate_baseline(space, baseline, objectives, archive, out)
     summary = functools.partial(_arch_summary, objectives=objectives, ref=ref)

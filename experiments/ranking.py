@@ -106,6 +106,7 @@ def train_supernets(exp: Experiment, cfg: RankingConfig, out: Path, config: str,
         log = pd.read_csv(path / "log.csv")
         runs[sampler] = {"dir": str(path), "steps": summary["steps"],
                          "passes": int(log["paths"].sum()), "epochs": cfg.supernet_epochs * factor,
+                         "final_loss": float(log["loss"].iloc[-max(1, len(log) // 10):].mean()),
                          "seconds": time.perf_counter() - t0}
         print(f"supernet {sampler}: {summary['steps']} steps, {runs[sampler]['passes']} passes", flush=True)
     return {"m": m, "runs": runs}
@@ -233,6 +234,9 @@ def main(argv: list[str] | None = None) -> dict:
         "seconds": {"supernets": t1 - t0, "standalone": t2 - t1, "one_shot": t3 - t2,
                     "total_this_invocation": time.perf_counter() - t_start},
     }
+    previous = json.loads((out / "ranking.json").read_text()) if (out / "ranking.json").is_file() else {}
+    # a resumed run only times what it still had to do: keep every invocation's times
+    result["seconds_history"] = previous.get("seconds_history", []) + [result["seconds"]]
     atomic_write_text(out / "ranking.json", json.dumps(result, indent=1) + "\n")
     plot(result, cfg.metric, out / "ranking.png")
     for s, r in result["samplers"].items():

@@ -2,6 +2,7 @@
 
     python experiments/search_vs_random.py --evaluator analytic --seeds 0 1 2
     python experiments/search_vs_random.py --evaluator analytic --choices 4 4 4 4 4 4 4 4 4 4 4 4
+    python experiments/search_vs_random.py --evaluator supernet --population 8 --generations 4
 
 An evaluator is a factory ``(args) -> Task`` in `EVALUATORS`: a categorical problem (choice counts,
 batch objective function, constraints, HV reference point). To compare on the supernet, add a
@@ -17,7 +18,7 @@ import argparse
 import json
 import statistics
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -48,7 +49,34 @@ def make_analytic(args) -> Task:
                 info={"space_size": size, "budget_ms": problem.budget_ms})
 
 
-EVALUATORS: dict[str, Callable[[argparse.Namespace], Task]] = {"analytic": make_analytic}
+def make_supernet(args) -> Task:
+    """The real objectives: one-shot AP of the trained supernet and the latency table."""
+    from detection.config import DetectorConfig
+    from detection.run import load_checkpoint
+    from evolution.budget import parse_budget
+    from evolution.evaluator import EvalConfig, SupernetEvaluator
+    from evolution.problem import ArchObjectives
+    from latency.table import LatencyTable
+    from supernet.experiment import Experiment
+
+    exp = Experiment.from_yaml(args.config or "experiments/default.yaml")
+    det = exp.section("detector", DetectorConfig)
+    run_dir = Path("runs") / exp.name
+    budget = parse_budget(args.budget)
+    config = replace(exp.section("search", SearchConfig), latency_budget=budget, progress=False)
+    table = LatencyTable.load(args.latency_table or run_dir / "latency.csv", exp.space, det)
+    evaluator = SupernetEvaluator.from_checkpoint(
+        load_checkpoint(Path(args.supernet or run_dir / "supernet.pt")), exp,
+        EvalConfig(config.eval_images, config.bn_batches, config.eval_batch_size, config.seed))
+    objectives = ArchObjectives(exp.space, evaluator, table.predict_many, config, budget,
+                                det.input_size)
+    return Task(exp.space.choices, objectives, objectives.n_obj, objectives.n_constr,
+                (0.0, budget), canonical=exp.space.canonical,
+                info={"budget_ms": budget, "ap_metric": config.ap_metric})
+
+
+EVALUATORS: dict[str, Callable[[argparse.Namespace], Task]] = {"analytic": make_analytic,
+                                                               "supernet": make_supernet}
 
 
 class Memo:
@@ -106,6 +134,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--generations", type=int, default=10)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", help="keep the runs here (default: a temporary directory)")
+    parser.add_argument("--supernet", help="supernet: checkpoint (default runs/<name>/supernet.pt)")
+    parser.add_argument("--latency-table", help="supernet: table (default runs/<name>/latency.csv)")
+    parser.add_argument("--budget", default="12ms", help="supernet: latency budget")
     return parser
 
 
