@@ -22,6 +22,9 @@ from torch import nn
 from supernet.space import Arch
 
 
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """The `train:` section of an experiment YAML."""
@@ -41,8 +44,13 @@ class TrainConfig:
     max_nonfinite: int = 3  # consecutive non-finite losses before the run stops
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int = 0  # torch intra-op threads (0 = torch's default)
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; fp16 adds a gradient scaler, for CUDA)
+    channels_last: bool = False  # NHWC memory format (faster convs on recent GPUs and some CPUs)
 
     def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"train.precision must be one of {sorted(PRECISIONS)}, "
+                             f"got {self.precision!r}")
         if self.sampler not in ("strict_fair", "uniform"):
             raise ValueError(f"train.sampler must be strict_fair or uniform, got {self.sampler!r}")
         if self.epochs < 1 or self.checkpoint_every < 1:
@@ -84,8 +92,12 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_st
 
 def train_step(model: nn.Module, loss_fn: nn.Module, images: torch.Tensor, targets: list,
                paths: list[Arch | None], optimizer, scheduler, cfg: TrainConfig,
-               sync: Callable[[nn.Module, bool], bool] | None = None) -> dict | None:
+               sync: Callable[[nn.Module, bool], bool] | None = None,
+               scaler: torch.amp.GradScaler | None = None) -> dict | None:
     """One optimizer step over `paths` (gradients accumulated); None if the loss was not finite.
+
+    Mixed precision (`cfg.precision`): the forward runs under autocast, the loss in float32; with
+    fp16 `scaler` scales the loss and skips steps whose gradients overflowed (normal early on).
 
     `sync(model, bad) -> any_bad` (multi-process training) averages the gradients across ranks and
     tells whether any rank saw a non-finite loss, so all ranks skip or step together.
@@ -97,12 +109,15 @@ def train_step(model: nn.Module, loss_fn: nn.Module, images: torch.Tensor, targe
     for arch in paths:
         if arch is not None:
             model.set_active(arch)
-        cls, box = model(images)
-        out = loss_fn(cls, box, anchors, targets)
+        dtype = PRECISIONS[cfg.precision]
+        with torch.autocast(images.device.type, dtype=dtype, enabled=dtype is not None):
+            cls, box = model(images)
+        out = loss_fn(cls.float(), box.float(), anchors, targets)
         if not torch.isfinite(out["loss"]):
             bad = True
             break
-        (out["loss"] / len(paths)).backward()
+        loss = out["loss"] / len(paths)
+        (scaler.scale(loss) if scaler is not None else loss).backward()
         for k in totals:
             totals[k] += float(out[k].detach()) / len(paths)
     if sync is not None:
@@ -110,11 +125,17 @@ def train_step(model: nn.Module, loss_fn: nn.Module, images: torch.Tensor, targe
     if bad:
         optimizer.zero_grad(set_to_none=True)
         return None
+    if scaler is not None:
+        scaler.unscale_(optimizer)
     grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-    if not torch.isfinite(grad_norm):
+    if scaler is not None:
+        scaler.step(optimizer)  # skipped by the scaler itself if the gradients overflowed
+        scaler.update()
+    elif not torch.isfinite(grad_norm):
         optimizer.zero_grad(set_to_none=True)
         return None
-    optimizer.step()
+    else:
+        optimizer.step()
     scheduler.step()
     totals["grad_norm"] = float(grad_norm)
     return totals
@@ -125,7 +146,8 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer, scheduler, lo
                     sample_paths: Callable[[], list[Arch]] | None = None,
                     max_steps: int | None = None,
                     on_step: Callable[[TrainState, dict], None] | None = None,
-                    sync: Callable[[nn.Module, bool], bool] | None = None) -> None:
+                    sync: Callable[[nn.Module, bool], bool] | None = None,
+                    scaler: torch.amp.GradScaler | None = None) -> None:
     """Train over `loader` (already positioned at `state.batch`), updating `state` in place.
 
     `on_step(state, row)` runs after every optimizer step (checkpointing, progress). A non-finite
@@ -140,10 +162,13 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer, scheduler, lo
         if images.shape[0] == 0:  # every image of the batch was unreadable
             continue
         t0 = time.perf_counter()
-        images = images.to(device, non_blocking=True)
+        images = images.to(device, non_blocking=True,
+                           memory_format=torch.channels_last if cfg.channels_last
+                           else torch.contiguous_format)
         targets = [t.to(device) for t in targets]
         paths = sample_paths() if sample_paths is not None else [None]
-        row = train_step(model, loss_fn, images, targets, paths, optimizer, scheduler, cfg, sync)
+        row = train_step(model, loss_fn, images, targets, paths, optimizer, scheduler, cfg, sync,
+                         scaler)
         if row is None:
             state.nonfinite += 1
             warnings.warn(f"step {state.step}: non-finite loss, step skipped "

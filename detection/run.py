@@ -199,6 +199,9 @@ def train(exp: Experiment, out: Path, *, arch: Arch | None = None, resume: bool 
             sup.load_state_dict(init["model"])
             model = sup.extract(arch)
     model.to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    scaler = torch.amp.GradScaler(device.type) if cfg.precision == "fp16" else None
     loss_fn = DetectionLoss(det_cfg)
 
     loader = build_loader(data_cfg, "train", train=True, seed=cfg.seed, rank=info.rank,
@@ -220,6 +223,8 @@ def train(exp: Experiment, out: Path, *, arch: Arch | None = None, resume: bool 
         model.load_state_dict(ck["model"])
         optimizer.load_state_dict(ck["optimizer"])
         scheduler.load_state_dict(ck["scheduler"])
+        if scaler is not None and ck.get("scaler"):
+            scaler.load_state_dict(ck["scaler"])
         _rescale_lr(optimizer, scheduler, cfg.lr)
         if sampler is not None:
             sampler.load_state_dict(json.loads(ck["sampler"]))
@@ -242,6 +247,7 @@ def train(exp: Experiment, out: Path, *, arch: Arch | None = None, resume: bool 
             "config": yaml.safe_dump(resolved, sort_keys=False),
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else {},
             "sampler": json.dumps(sampler.state_dict()) if sampler is not None else "",
             "state": {"step": state.step, "epoch": state.epoch, "batch": state.batch},
             "log": json.dumps(state.log), "evals": json.dumps(evals), "rng": _rng_state(),
@@ -269,7 +275,7 @@ def train(exp: Experiment, out: Path, *, arch: Arch | None = None, resume: bool 
             loader.sampler.start = state.batch * data_cfg.batch_size
             train_one_epoch(model, loader, optimizer, scheduler, loss_fn, state, cfg,
                             sample_paths=sample_paths, max_steps=steps_per_epoch, on_step=on_step,
-                            sync=make_sync(info))
+                            sync=make_sync(info), scaler=scaler)
             if sampler is not None:
                 check_same(json.dumps(sampler.state_dict()), info, "the path sampler state")
             if val is not None:

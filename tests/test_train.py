@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -116,3 +117,16 @@ def test_checkpoint_from_another_space_is_refused(tmp_path):
     (other / "supernet.pt").write_bytes((tmp_path / "run" / "supernet.pt").read_bytes())
     with pytest.raises(SystemExit, match="another search space"):
         main(_args(other, "--resume", *extra, "--set", "space.kernels=[3,5]"))
+
+
+@pytest.mark.parametrize("extra", [("train.precision=bf16",), ("train.channels_last=true",)])
+def test_mixed_precision_and_channels_last_train(tmp_path, extra):
+    sets = [a for e in extra for a in ("--set", e)]
+    main(_args(tmp_path / "run", "--set", "train.eval_images=0", *sets))
+    log = pd.read_csv(tmp_path / "run" / "log.csv")
+    assert len(log) == 4 and log["loss"].map(math.isfinite).all()
+
+
+def test_unknown_precision_is_refused(tmp_path):
+    with pytest.raises(SystemExit, match="train.precision must be one of"):
+        main(_args(tmp_path / "run", "--set", "train.precision=fp8"))
