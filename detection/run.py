@@ -78,7 +78,9 @@ def prepare_run_dir(out: Path, resolved: dict, checkpoint_name: str, resume: boo
                               f"--overwrite to replace it (or choose another --out)")
         if config_path.exists():
             saved = yaml.safe_load(config_path.read_text())
-            diff = [k for k in _config_diff(saved, resolved) if k not in RESUME_MAY_CHANGE]
+            # later stages' sections (search, latency, retrain) do not change a training run
+            diff = [k for k in _config_diff(saved, resolved) if k not in RESUME_MAY_CHANGE
+                    and k.split(".")[0] not in ("search", "latency", "retrain")]
             if diff:
                 raise RunDirError(f"{out}: --resume with a different config (differs: "
                                   f"{', '.join(diff)}); use the same --config/--set or --overwrite")

@@ -96,6 +96,8 @@ def test_existing_run_needs_resume_or_overwrite(tmp_path):
         main(_args(tmp_path / "run", *extra))
     with pytest.raises(SystemExit, match="different config"):
         main(_args(tmp_path / "run", "--resume", "--set", "train.weight_decay=0.5", *extra))
+    # a later stage's settings (search, latency, retrain) do not make it another training run
+    main(_args(tmp_path / "run", "--resume", "--set", "search.population=4", *extra))
     main(_args(tmp_path / "run", "--overwrite", *extra))
 
 
