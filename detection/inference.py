@@ -13,15 +13,16 @@ subset (``subset=True``), against the split's ``ground_truth/*.mat``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from detection.annotations import ImageAnnotation, read_annotations
 from detection.augment import resize_for_eval
 from detection.data import DataConfig, normalize, resolve_root, val_images
-from detection.evaluate import GroundTruth, evaluate, load_ground_truth
+from detection.evaluate import GroundTruth, evaluate, evaluate_annotations, load_ground_truth
 from detection.postprocess import to_wider
 from detection.predictions import write_predictions
 from supernet.space import Arch
@@ -39,6 +40,7 @@ class ValSet:
     scales: np.ndarray  # (N,) resize factor original -> input
     gt: GroundTruth
     size: int
+    annotations: list[ImageAnnotation] = field(default_factory=list)  # these images' faces (min50)
 
     @classmethod
     def load(cls, cfg: DataConfig, size: int, limit: int | None = None, split: str = "val",
@@ -54,7 +56,10 @@ class ValSet:
             scales.append(scale)
         if not names:
             raise ValueError(f"{root}: no readable {split} images to evaluate on")
-        return cls(names, torch.stack(tensors), np.array(scales), gt, size)
+        ann_path = root / "wider_face_split" / f"wider_face_{split}_bbx_gt.txt"
+        wanted = set(names)
+        annotations = [a for a in read_annotations(ann_path) if a.name in wanted]
+        return cls(names, torch.stack(tensors), np.array(scales), gt, size, annotations)
 
     def __len__(self) -> int:
         return len(self.names)
@@ -83,6 +88,16 @@ class ValSet:
         """Easy/Medium/Hard AP of `model` (with `arch` active if given) on these images."""
         preds = self.predict(model, arch, batch_size)
         return {k: float(np.nan_to_num(v)) for k, v in evaluate(preds, self.gt, subset=True).items()}
+
+    def scores(self, predictions: dict[str, np.ndarray]) -> dict[str, float]:
+        """The search's metric keys: ap_easy/medium/hard (official), ap_mean, ap_min50 (>= 50 px)."""
+        ap = evaluate(predictions, self.gt, subset=True)
+        out = {f"ap_{k}": float(np.nan_to_num(v)) for k, v in ap.items()}
+        out["ap_mean"] = float(np.mean([out["ap_easy"], out["ap_medium"], out["ap_hard"]]))
+        if self.annotations:
+            ann = evaluate_annotations(predictions, self.annotations, min_size=50, subset=True)
+            out["ap_min50"] = float(np.nan_to_num(ann["min50"]))
+        return out
 
     def write(self, predictions: dict[str, np.ndarray], pred_dir: str | Path) -> None:
         """Write predictions as official prediction files under `pred_dir`."""

@@ -33,14 +33,12 @@ import pandas as pd
 import torch
 from torch import nn
 
-from detection.annotations import read_annotations
 from detection.config import DetectorConfig
-from detection.data import DataConfig, resolve_root
+from detection.data import DataConfig
 from detection.engine import TrainConfig
-from detection.evaluate import evaluate, evaluate_annotations
 from detection.export import check_onnx, export_onnx, measure_onnx_latency
 from detection.inference import ValSet
-from detection.model import Detector, build_detector
+from detection.model import build_detector
 from detection.run import load_checkpoint, train
 from latency.config import LatencyConfig
 from supernet.device import select_device
@@ -188,25 +186,6 @@ def count_macs(model: nn.Module, input_size: tuple[int, int]) -> int:
     return int(total)
 
 
-def evaluate_ap(model: Detector, val: ValSet, annotations: list | None = None) -> dict[str, float]:
-    """The search evaluator's keys for a standalone model: ap_easy/medium/hard/mean (+ ap_min50)."""
-    model.eval()
-    preds = val.predict(model)
-    out = {f"ap_{k}": float(np.nan_to_num(v)) for k, v in evaluate(preds, val.gt, subset=True).items()}
-    out["ap_mean"] = float(np.mean([out["ap_easy"], out["ap_medium"], out["ap_hard"]]))
-    if annotations:
-        ann = evaluate_annotations(preds, annotations, min_size=50, subset=True)
-        out["ap_min50"] = float(np.nan_to_num(ann["min50"]))
-    return out
-
-
-def _val_set(data_cfg: DataConfig, size: int, limit: int | None) -> tuple[ValSet, list]:
-    val = ValSet.load(data_cfg, size=size, limit=limit)
-    ann_path = resolve_root(data_cfg) / "wider_face_split" / "wider_face_val_bbx_gt.txt"
-    names = set(val.names)
-    return val, [a for a in read_annotations(ann_path) if a.name in names]
-
-
 def _latency(exp: Experiment, arch: Arch, onnx_path: Path, table) -> dict:
     from latency.device_bench import device_info
 
@@ -262,8 +241,9 @@ def retrain(exp: Experiment, arch: Arch, out: str | Path, *, init: dict | None =
     model.load_state_dict(load_checkpoint(out / "model.pt")["model"])
     model.to(select_device(exp.section("train", TrainConfig).device)).eval()  # AP on the GPU if any
     size = max(det_cfg.input_size)
-    val, annotations = _val_set(data_cfg, size, cfg.eval_images or None)
-    ap = evaluate_ap(model, val, annotations)
+    val = ValSet.load(data_cfg, size=size, limit=cfg.eval_images or None)
+    model.eval()
+    ap = val.scores(val.predict(model))
 
     onnx_path = export_onnx(model, out / "model.onnx", det_cfg.input_size, cfg.opset)
     square = tuple(det_cfg.input_size) == (size, size)  # ValSet images are padded to size x size

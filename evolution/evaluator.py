@@ -17,16 +17,12 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, replace
-from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
-from detection.annotations import read_annotations
 from detection.config import DetectorConfig
-from detection.data import DataConfig, build_loader, resolve_root
-from detection.evaluate import evaluate, evaluate_annotations
+from detection.data import DataConfig, build_loader
 from detection.inference import ValSet
 from detection.model import Detector, build_supernet_detector
 from supernet.bn import recalibrate_bn
@@ -49,9 +45,8 @@ class SupernetEvaluator:
     """Callable: list of archs -> list of AP dicts (see module docstring)."""
 
     def __init__(self, model: Detector, val: ValSet, recal: list[torch.Tensor],
-                 annotations: list | None = None, progress: bool = False):
+                 progress: bool = False):
         self.model, self.val, self.recal, self.progress = model, val, recal, progress
-        self.annotations = annotations
         self.n_evaluated = 0
 
     @classmethod
@@ -76,23 +71,13 @@ class SupernetEvaluator:
         loader = build_loader(replace(data_cfg, workers=0, batch_size=cfg.batch_size), "train",
                               train=True, seed=cfg.seed + 1)
         recal = [images for images, _ in itertools.islice(loader, cfg.bn_batches)]
-        ann_path = resolve_root(data_cfg) / "wider_face_split" / "wider_face_val_bbx_gt.txt"
-        names = set(val.names)
-        annotations = [a for a in read_annotations(ann_path) if a.name in names]
-        return cls(model, val, recal, annotations)
+        return cls(model, val, recal)
 
     def evaluate_one(self, arch: Arch) -> dict[str, float]:
         recalibrate_bn(self.model, arch, self.recal)
         self.model.eval()
-        preds = self.val.predict(self.model, arch)
-        ap = evaluate(preds, self.val.gt, subset=True)
-        out = {f"ap_{k}": float(np.nan_to_num(v)) for k, v in ap.items()}
-        out["ap_mean"] = float(np.mean([out["ap_easy"], out["ap_medium"], out["ap_hard"]]))
-        if self.annotations:
-            ann = evaluate_annotations(preds, self.annotations, min_size=50, subset=True)
-            out["ap_min50"] = float(np.nan_to_num(ann["min50"]))
         self.n_evaluated += 1
-        return out
+        return self.val.scores(self.val.predict(self.model, arch))
 
     def __call__(self, archs: list[Arch]) -> list[dict[str, float]]:
         it = tqdm(archs, desc="evaluate", leave=False, disable=not self.progress)

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from detection.config import DetectorConfig
-from latency import calibrate, measure, validate
+from latency import measure, validate
 from latency.config import LatencyConfig
 from latency.table import LatencyTable, read_meta
 from supernet.experiment import Experiment

@@ -40,9 +40,8 @@ import dataclasses
 import functools
 import hashlib
 import itertools
-import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
