@@ -25,3 +25,12 @@ def tiny_space() -> SearchSpace:
 @pytest.fixture(scope="session")
 def default_space() -> SearchSpace:
     return Experiment.from_yaml(EXPERIMENTS / "default.yaml").space
+
+
+# The 135-image real WIDER FACE val subset that ships beside the checkout (../shared); tests that
+# read it are skipped, with the reason, where it is absent.
+MINI = Path(__file__).resolve().parents[2] / "shared/data/widerface-val-mini"
+needs_mini = pytest.mark.skipif(
+    not (MINI / "wider_face_split/wider_face_val_bbx_gt.txt").is_file()
+    or not (MINI / "ground_truth/wider_face_val.mat").is_file(),
+    reason=f"real WIDER FACE mini val set not found at {MINI}")

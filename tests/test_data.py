@@ -30,9 +30,7 @@ from detection.data import (
 )
 from supernet.config import from_dict
 
-MINI = Path(__file__).parents[2] / "shared/data/widerface-val-mini"
-needs_mini = pytest.mark.skipif(not (MINI / "wider_face_split/wider_face_val_bbx_gt.txt").is_file(),
-                                reason=f"real WIDER FACE mini val set not found at {MINI}")
+from conftest import MINI, needs_mini  # noqa: E402  (shared test data location)
 
 
 def _jpeg(rng: np.random.Generator, w: int, h: int) -> bytes:

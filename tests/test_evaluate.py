@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,9 +25,7 @@ from detection.evaluate import (
 )
 from detection.predictions import read_prediction_file, read_predictions, write_predictions
 
-MINI = Path(__file__).parents[2] / "shared/data/widerface-val-mini"
-needs_mini = pytest.mark.skipif(not (MINI / "ground_truth/wider_face_val.mat").is_file(),
-                                reason=f"real WIDER FACE mini val set not found at {MINI}")
+from conftest import MINI, needs_mini  # noqa: E402  (shared test data location)
 
 # Faces used by the hand-worked cases: x y w h, far apart from each other.
 A, B, C, F = [10, 10, 40, 40], [100, 10, 40, 40], [200, 10, 40, 40], [300, 300, 40, 40]
