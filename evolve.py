@@ -5,6 +5,10 @@
         --latency-budget 12ms --population 32 --generations 20 --out runs/x/search --seed 0
     python evolve.py --latency-budget 12ms --objective mnas      # MnasNet reward, single objective
     python evolve.py --latency-budget 12ms --algorithm random    # random search, same evaluations
+    python evolve.py --latency-budget 12ms --no-surrogate        # plain NSGA-II (default: a GP
+                                                                 # pre-screens the offspring)
+    python evolve.py --latency-budget 12ms --algorithm aging     # AmoebaNet regularized evolution
+    python evolve.py --latency-budget 12ms --algorithm rl        # MnasNet's controller (REINFORCE)
     python evolve.py --latency-budget 12ms --resume              # continue an interrupted search
     python evolve.py --latency-budget 12ms --overwrite           # replace the search in --out
 
@@ -35,7 +39,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--population", type=int)
     p.add_argument("--generations", type=int)
     p.add_argument("--seed", type=int)
-    p.add_argument("--algorithm", choices=["nsga2", "random"], help="default nsga2")
+    p.add_argument("--algorithm", choices=["nsga2", "aging", "rl", "random"], help="default nsga2")
+    p.add_argument("--surrogate", action=argparse.BooleanOptionalAction,
+                   help="NSGANetV2-style: a GP fitted on the evaluated archs picks which offspring "
+                        "to evaluate (nsga2, aging; default on: search.surrogate)")
     p.add_argument("--objective", choices=["pareto", "mnas"], default="pareto",
                    help="pareto: AP and latency (NSGA-II); mnas: ACC x (LAT/T)^w")
     p.add_argument("--metric", help="AP used as objective: easy, medium, hard, mean, min50")
@@ -59,6 +66,8 @@ def _overrides(args) -> list[str]:
             out.append(f"search.{key}={value}")
     if args.objective == "mnas":
         out.append("search.algorithm=mnas")
+    if args.surrogate is not None:
+        out.append(f"search.surrogate={str(args.surrogate).lower()}")
     if args.data:
         out.append(f"data.root={args.data}")
     if args.no_progress:
@@ -79,6 +88,7 @@ def main(argv: list[str] | None = None):
     from latency.table import LatencyTable
     from supernet.device import select_device
     from supernet.experiment import Experiment
+    from supernet.lock import LockError, hold_lock
 
     try:
         exp = Experiment.from_yaml(args.config, _overrides(args))
@@ -120,14 +130,26 @@ def main(argv: list[str] | None = None):
             run_out = Path(tempfile.mkdtemp(prefix=f"facenas-rank{info.rank}-"))
             if args.resume and out.is_dir():
                 shutil.copytree(out, run_out, dirs_exist_ok=True)
-        result = run_search(exp.space, sharded, table.predict_many, cfg, run_out,
-                            input_size=det.input_size, baseline=exp.space.baseline,
-                            resume=args.resume, overwrite=args.overwrite,
-                            record={"supernet": str(supernet), "latency_table": str(table_path),
-                                    "experiment": str(args.config)})
+        lock, refusal = hold_lock(out), None  # one writer per search folder: rank 0
+        if info.is_main:
+            try:
+                lock.acquire()
+            except LockError as err:
+                refusal = str(err)
+        refusal = gather_shards([refusal] * info.world_size, info, lambda mine: mine)[0]
+        if refusal is not None:  # every rank stops (none waits for rank 0 forever)
+            raise LockError(refusal)
+        try:
+            result = run_search(exp.space, sharded, table.predict_many, cfg, run_out,
+                                input_size=det.input_size, baseline=exp.space.baseline,
+                                resume=args.resume, overwrite=args.overwrite,
+                                record={"supernet": str(supernet), "latency_table": str(table_path),
+                                        "experiment": str(args.config)})
+        finally:
+            lock.release()
         if not info.is_main:
             return result
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError, KeyError) as err:
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError, KeyError, LockError) as err:
         sys.exit(f"error: {err}")
     print(result.report())
     print(f"written to {out}: candidates.csv, pareto.csv, pareto.png, search.yaml")

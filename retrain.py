@@ -28,7 +28,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--arch", help="arch string, or 'baseline'")
     what.add_argument("--pareto", help="a search's pareto.csv (with --pick)")
-    p.add_argument("--pick", help="<row> (0-based), best, or best-under:<budget> e.g. best-under:12ms")
+    p.add_argument("--pick", help="<row> (0-based), best, best-under:<budget> e.g. best-under:12ms, "
+                                  "or fastest-not-worse (fastest with one-shot AP >= the baseline's)")
     p.add_argument("--config", help="experiment YAML (default: the run's saved config.yaml)")
     p.add_argument("--init", choices=["scratch", "supernet"], default="scratch")
     p.add_argument("--supernet", help="supernet checkpoint (default runs/<name>/supernet.pt)")
@@ -50,11 +51,10 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> dict:
     args = get_args_parser().parse_args(argv)
-    import pandas as pd
-
     from detection import retrain as rt
     from detection.run import RunDirError
     from supernet.experiment import Experiment
+    from supernet.lock import LockError
 
     try:
         if (args.pareto is None) != (args.pick is None):
@@ -73,8 +73,10 @@ def main(argv: list[str] | None = None) -> dict:
         run_dir = run_dir or Path("runs") / exp.name
         one_shot = None
         if args.pareto:
-            pareto = pd.read_csv(args.pareto)
-            row = rt.pick_from_pareto(pareto, args.pick, rt.search_ap_key(Path(args.pareto).parent, pareto))
+            pareto = rt.read_pareto(args.pareto)
+            search_dir = Path(args.pareto).parent
+            key = rt.search_ap_key(search_dir, pareto)
+            row = rt.pick_from_pareto(pareto, args.pick, key, rt.baseline_one_shot(search_dir, key))
             arch, one_shot = exp.space.parse(row["arch"]), json.loads(row.to_json())
         else:
             arch = exp.space.baseline if args.arch == "baseline" else exp.space.parse(args.arch)
@@ -88,7 +90,7 @@ def main(argv: list[str] | None = None) -> dict:
                              table=table, one_shot=one_shot, resume=args.resume,
                              overwrite=args.overwrite, progress=not args.no_progress,
                              extra={"train_split": args.train_split, "config": str(config)})
-    except (RunDirError, ValueError, TypeError, FileNotFoundError, KeyError) as err:
+    except (RunDirError, LockError, ValueError, TypeError, FileNotFoundError, KeyError) as err:
         sys.exit(f"error: {err}")
     print(rt.summary_text(metrics) + f"\nwritten to {out}/metrics.json")
     return metrics

@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> dict:
     from detection.engine import NonFiniteLoss
     from detection.run import RunDirError, train
     from supernet.experiment import Experiment
+    from supernet.lock import LockError
 
     overrides = list(args.set)
     if args.data:
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> dict:
         out = Path(args.out) if args.out else Path("runs") / exp.name
         summary = train(exp, out, resume=args.resume, overwrite=args.overwrite,
                         progress=not args.no_progress)
-    except (RunDirError, NonFiniteLoss, ValueError, TypeError, FileNotFoundError) as err:
+    except (RunDirError, NonFiniteLoss, LockError, ValueError, TypeError, FileNotFoundError) as err:
         sys.exit(f"error: {err}")
     if summary.get("skipped_images"):
         print(f"note: {summary['skipped_images']} unreadable training images were skipped "

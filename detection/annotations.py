@@ -8,7 +8,8 @@ The format, per image::
 
 Quirks of the official file that this reader accepts: an image with 0 faces is followed by one row of
 zeros (which is not a face); rows of zero width or height; the ``invalid`` flag; trailing spaces.
-A malformed line raises ValueError naming the file and the 1-based line number.
+A malformed line raises ValueError naming the file and the 1-based line number, as does an image
+path that is absolute or climbs out of the images folder with ``..``.
 
     >>> anns = read_annotations("wider_face_split/wider_face_val_bbx_gt.txt")  # doctest: +SKIP
     >>> anns[0].name, anns[0].boxes.shape
@@ -18,9 +19,11 @@ A malformed line raises ValueError naming the file and the 1-based line number.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
+
+from supernet.io import read_text
 
 ATTRIBUTES = ("blur", "expression", "illumination", "invalid", "occlusion", "pose")
 
@@ -47,7 +50,7 @@ class ImageAnnotation:
 def _ints(text: str, path: Path, lineno: int, what: str) -> list[int]:
     try:
         return [int(float(t)) if "." in t else int(t) for t in text.split()]
-    except ValueError:
+    except (ValueError, OverflowError):  # not a number, nan, inf
         raise ValueError(f"{path}:{lineno}: expected {what}, got {text.strip()!r}") from None
 
 
@@ -56,7 +59,7 @@ def read_annotations(path: str | Path) -> list[ImageAnnotation]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"annotation file not found: {path}")
-    lines = path.read_text().splitlines()
+    lines = read_text(path).splitlines()
     out: list[ImageAnnotation] = []
     i = 0
     while i < len(lines):
@@ -67,6 +70,10 @@ def read_annotations(path: str | Path) -> list[ImageAnnotation]:
         if not name.lower().endswith((".jpg", ".jpeg", ".png")) or "/" not in name:
             raise ValueError(f"{path}:{i + 1}: expected an image path like <event>/<image>.jpg, "
                              f"got {name!r}")
+        parts = PurePosixPath(name.replace("\\", "/"))
+        if parts.is_absolute() or ".." in parts.parts:  # would read outside WIDER_<split>/images
+            raise ValueError(f"{path}:{i + 1}: image path {name!r} leaves the images folder "
+                             "(absolute or with '..'); expected <event>/<image>.jpg")
         if i + 1 >= len(lines):
             raise ValueError(f"{path}:{i + 2}: file ends before the face count of {name}")
         count = _ints(lines[i + 1], path, i + 2, "a face count")

@@ -98,14 +98,34 @@ def _load_split(root: str | Path, split: str) -> tuple[Path, list[ImageAnnotatio
     return image_dir, anns
 
 
+UNREADABLE = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)  # what PIL raises
+
+
 def _decode(path: Path) -> np.ndarray | None:
     """RGB uint8 pixels, or None (with a warning) when the file cannot be decoded."""
     try:
         with Image.open(path) as im:
             return np.asarray(im.convert("RGB"))
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+    except UNREADABLE as err:
         warnings.warn(f"skipping unreadable image {path}: {err}", RuntimeWarning, stacklevel=2)
         return None
+
+
+def check_readable(dataset: "WiderFaceDataset", n: int = 16) -> None:
+    """ValueError unless at least one of `n` images spread over the split decodes: with none
+    readable, training would skip every batch, run 0 steps and still write a checkpoint."""
+    picks = np.unique(np.linspace(0, len(dataset) - 1, min(n, len(dataset))).astype(int))
+    first = ""
+    for i in picks:
+        path = dataset.image_dir / dataset.annotations[i].name
+        try:
+            with Image.open(path) as im:
+                im.convert("RGB")
+            return
+        except UNREADABLE as err:
+            first = first or f"{path}: {err}"
+    raise ValueError(f"{dataset.image_dir}: none of the {len(picks)} {dataset.split} images checked "
+                     f"(spread over all {len(dataset)}) can be read, e.g. {first}")
 
 
 class WiderFaceDataset(Dataset):

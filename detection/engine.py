@@ -40,12 +40,20 @@ class TrainConfig:
     max_steps_per_epoch: int = 0  # 0 = a full pass over the training images
     eval_images: int = 100  # val images for the per-epoch subnet evaluation (0 = none)
     eval_random_subnets: int = 1  # random subnets evaluated each epoch besides smallest/largest
+    eval_every: int = 1  # epochs between those evaluations (the last epoch is always evaluated)
     bn_batches: int = 4  # training batches for BatchNorm recalibration before evaluating a subnet
     max_nonfinite: int = 3  # consecutive non-finite losses before the run stops
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int = 0  # torch intra-op threads (0 = torch's default)
     precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; fp16 adds a gradient scaler, for CUDA)
     channels_last: bool = False  # NHWC memory format (faster convs on recent GPUs and some CPUs)
+    # supernet training (supernet.samplers.PathSchedule; fractions of all optimizer steps)
+    path_batches: str = "shared"  # strict_fair: "shared" = m paths on one batch, one update;
+    #                                "own" = each path on its own batch with its own update
+    warm_fraction: float = 0.0  # largest path only (warm start, OFA)
+    shrink_fraction: float = 0.0  # progressive shrinking: kernel, depth, width, then op/SE elastic
+    sandwich: bool = False  # largest + smallest + 2 sampled paths per batch (BigNAS)
+    distill: float = 0.0  # weight of in-place distillation from the largest path (with sandwich)
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -53,8 +61,17 @@ class TrainConfig:
                              f"got {self.precision!r}")
         if self.sampler not in ("strict_fair", "uniform"):
             raise ValueError(f"train.sampler must be strict_fair or uniform, got {self.sampler!r}")
-        if self.epochs < 1 or self.checkpoint_every < 1:
-            raise ValueError("train.epochs and train.checkpoint_every must be >= 1")
+        if self.path_batches not in ("shared", "own"):
+            raise ValueError(f"train.path_batches must be shared or own, got {self.path_batches!r}")
+        if not (0 <= self.warm_fraction and 0 <= self.shrink_fraction
+                and self.warm_fraction + self.shrink_fraction <= 1):
+            raise ValueError("train.warm_fraction and train.shrink_fraction must be >= 0 with a sum <= 1")
+        if self.distill < 0 or (self.distill > 0 and not self.sandwich):
+            raise ValueError("train.distill must be >= 0 and needs train.sandwich: true (the largest "
+                             "path of each batch is the teacher)")
+        if self.epochs < 1 or self.checkpoint_every < 1 or self.eval_every < 1:
+            raise ValueError(f"train.epochs, train.checkpoint_every and train.eval_every must be "
+                             f">= 1, got {self.epochs}, {self.checkpoint_every} and {self.eval_every}")
 
 
 @dataclass
@@ -106,13 +123,17 @@ def train_step(model: nn.Module, loss_fn: nn.Module, images: torch.Tensor, targe
     anchors = model.anchors(tuple(images.shape[-2:]))
     totals = {"loss": 0.0, "cls": 0.0, "box": 0.0, "num_pos": 0.0}
     bad = False
-    for arch in paths:
+    teacher = None
+    for i, arch in enumerate(paths):
         if arch is not None:
             model.set_active(arch)
         dtype = PRECISIONS[cfg.precision]
         with torch.autocast(images.device.type, dtype=dtype, enabled=dtype is not None):
             cls, box = model(images)
-        out = loss_fn(cls.float(), box.float(), anchors, targets)
+        out = loss_fn(cls.float(), box.float(), anchors, targets,
+                      teacher=teacher if i > 0 else None, distill=cfg.distill)
+        if i == 0 and cfg.distill > 0:  # sandwich: the largest path comes first and teaches
+            teacher = (cls.detach().float(), box.detach().float())
         if not torch.isfinite(out["loss"]):
             bad = True
             break

@@ -42,6 +42,7 @@ images are not counted); without it a missing prediction file is an error.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import sys
@@ -80,11 +81,26 @@ def _cell_str(x: np.ndarray) -> str:
 
 
 def _load_mat(path: Path, keys: tuple[str, ...]) -> dict:
-    mat = scipy.io.loadmat(path)
+    try:
+        mat = scipy.io.loadmat(path)
+    except Exception as err:  # scipy raises ValueError, OSError, zlib.error, MatReadError,
+        # TypeError ... for truncated or corrupt files: each means "not readable"
+        detail = (str(err).strip().splitlines() or [""])[0]
+        raise ValueError(f"{path}: not a readable .mat file ({type(err).__name__}: {detail})") from None
     missing = [k for k in keys if k not in mat]
     if missing:
         raise ValueError(f"{path}: not a WIDER FACE ground-truth file, missing {', '.join(missing)}")
     return mat
+
+
+@contextlib.contextmanager
+def _structure(path: Path):
+    """A .mat that loads but is not laid out as the official one: ValueError naming the file."""
+    try:
+        yield
+    except (IndexError, TypeError, AttributeError, ValueError, OverflowError) as err:
+        raise ValueError(f"{path}: not laid out as the official WIDER FACE file "
+                         f"({type(err).__name__}: {err})") from None
 
 
 def load_ground_truth(gt_dir: str | Path) -> GroundTruth:
@@ -98,19 +114,21 @@ def load_ground_truth(gt_dir: str | Path) -> GroundTruth:
         raise FileNotFoundError(f"{gt_dir}: missing ground-truth file(s): {', '.join(missing)}")
     val = _load_mat(gt_dir / VAL_FILE, ("event_list", "file_list", "face_bbx_list"))
     events, names, boxes = [], [], []
-    for i in range(val["event_list"].shape[0]):
-        event = _cell_str(val["event_list"][i, 0])
-        events.append(event)
-        files_i, boxes_i = val["file_list"][i, 0], val["face_bbx_list"][i, 0]
-        for j in range(files_i.shape[0]):
-            names.append(f"{event}/{_cell_str(files_i[j, 0])}")
-            boxes.append(np.asarray(boxes_i[j, 0], dtype=np.float64).reshape(-1, 4))
+    with _structure(gt_dir / VAL_FILE):
+        for i in range(val["event_list"].shape[0]):
+            event = _cell_str(val["event_list"][i, 0])
+            events.append(event)
+            files_i, boxes_i = val["file_list"][i, 0], val["face_bbx_list"][i, 0]
+            for j in range(files_i.shape[0]):
+                names.append(f"{event}/{_cell_str(files_i[j, 0])}")
+                boxes.append(np.asarray(boxes_i[j, 0], dtype=np.float64).reshape(-1, 4))
     keep = {}
     for setting in SETTINGS:
         path = gt_dir / _setting_file(setting)
         gt_list = _load_mat(path, ("gt_list",))["gt_list"]
-        flat = [np.asarray(gt_list[i, 0][j, 0], dtype=np.int64).ravel()
-                for i in range(gt_list.shape[0]) for j in range(gt_list[i, 0].shape[0])]
+        with _structure(path):
+            flat = [np.asarray(gt_list[i, 0][j, 0], dtype=np.int64).ravel()
+                    for i in range(gt_list.shape[0]) for j in range(gt_list[i, 0].shape[0])]
         if len(flat) != len(names):
             raise ValueError(f"{path}: gt_list covers {len(flat)} images, {VAL_FILE} has {len(names)}")
         for name, k, b in zip(names, flat, boxes):
@@ -311,13 +329,88 @@ def _evaluate(predictions: dict[str, np.ndarray], names: list[str], boxes: list[
             count_face += len(per_image[i])
             if i not in matches:
                 continue
-            ignore = np.zeros(len(boxes[i]))
-            ignore[np.asarray(per_image[i], dtype=np.int64) - 1] = 1
-            pred_recall, proposal_list = _eval_matches(*matches[i], ignore, iou)
-            pr_info += image_pr_info(preds[names[i]][:, 4], proposal_list, pred_recall, thresh)
+            pr_info += _image_pr(preds[names[i]], boxes[i], per_image[i], matches[i], iou, thresh)
         precision, recall = dataset_pr_curve(pr_info, count_face)
         result[setting] = voc_ap(recall, precision)
     return result
+
+
+def _image_pr(pred: np.ndarray, boxes: np.ndarray, keep: np.ndarray, match, iou: float,
+              thresh: np.ndarray) -> np.ndarray:
+    ignore = np.zeros(len(boxes))
+    ignore[np.asarray(keep, dtype=np.int64) - 1] = 1
+    pred_recall, proposal_list = _eval_matches(*match, ignore, iou)
+    return image_pr_info(pred[:, 4], proposal_list, pred_recall, thresh)
+
+
+def per_image_pr(predictions: dict[str, np.ndarray], gt: GroundTruth, iou: float = 0.5
+                 ) -> tuple[list[str], dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """The official protocol's per-image terms on the images that have predictions: names and,
+    per setting, ((n, T, 2) [proposals, recalled] per threshold, (n,) kept faces).
+
+    AP is additive over images in these terms (`evaluate` sums them), which is what a bootstrap
+    over images resamples (`bootstrap_ap`). Scores are normalised once over all the images.
+    """
+    preds = normalize_scores({image_key(k): v for k, v in predictions.items()})
+    selected = _select(preds, gt.names, subset=True)
+    thresh = thresholds()
+    out = {}
+    for setting, keep in gt.keep.items():
+        pr = np.zeros((len(selected), len(thresh), 2))
+        counts = np.zeros(len(selected))
+        for row, i in enumerate(selected):
+            counts[row] = len(keep[i])
+            pred = preds[gt.names[i]]
+            if len(gt.boxes[i]) and len(pred):
+                pr[row] = _image_pr(pred, gt.boxes[i], keep[i], best_match(pred, gt.boxes[i]), iou, thresh)
+        out[setting] = (pr, counts)
+    return [gt.names[i] for i in selected], out
+
+
+def _ap_of(pr: np.ndarray, counts: np.ndarray, idx: np.ndarray) -> float:
+    precision, recall = dataset_pr_curve(pr[idx].sum(0), counts[idx].sum())
+    return float(np.nan_to_num(voc_ap(recall, precision)))
+
+
+def bootstrap_ap(predictions: dict[str, dict[str, np.ndarray]], gt: GroundTruth, n: int = 1000,
+                 seed: int = 0, level: float = 0.95) -> dict:
+    """AP of each model and every paired difference with intervals from a bootstrap over images.
+
+    `predictions`: model name -> its predictions on the same images. Each resample draws the
+    images with replacement once and scores every model on it (paired), so the interval of
+    ``ap(a) - ap(b)`` excludes the image-sampling noise both share. Keys per model and per pair
+    ``"a - b"``: easy/medium/hard/mean -> {"value", "lo", "hi"}.
+    """
+    names, terms = None, {}
+    for model, preds in predictions.items():
+        got, terms[model] = per_image_pr(preds, gt)
+        if names is not None and got != names:
+            raise ValueError(f"bootstrap_ap: {model!r} was not scored on the same images")
+        names = got
+    rng = np.random.default_rng(seed)
+    draws = [np.arange(len(names))] + [rng.integers(0, len(names), len(names)) for _ in range(n)]
+    settings = list(gt.keep)
+    samples = {m: np.array([[_ap_of(*t[s], idx) for s in settings] for idx in draws])
+               for m, t in terms.items()}  # (n + 1, settings); row 0 = the full set
+    for m in samples:
+        samples[m] = np.concatenate([samples[m], samples[m].mean(1, keepdims=True)], axis=1)
+    keys = settings + ["mean"]
+    out: dict = {"images": len(names), "resamples": n, "level": level}
+    q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
+
+    def summary(values: np.ndarray) -> dict:
+        lo, hi = np.percentile(values[1:], q)
+        return {"value": float(values[0]), "lo": float(lo), "hi": float(hi)}
+
+    models = list(samples)
+    for m in models:
+        out[m] = {k: summary(samples[m][:, j]) for j, k in enumerate(keys)}
+    for a in models:
+        for b in models:
+            if a < b:
+                diff = samples[a] - samples[b]
+                out[f"{a} - {b}"] = {k: summary(diff[:, j]) for j, k in enumerate(keys)}
+    return out
 
 
 def evaluate(predictions: dict[str, np.ndarray], gt: GroundTruth, subset: bool = False,
@@ -359,13 +452,20 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
     args = get_args_parser().parse_args(argv)
+    if not 0 < args.iou <= 1:  # also NaN
+        raise SystemExit(f"error: --iou must be in (0, 1], got {args.iou}")
+    if not 0 <= args.min_size < float("inf"):
+        raise SystemExit(f"error: --min-size must be a finite number >= 0 (pixels), got {args.min_size}")
     try:
         predictions = read_predictions(args.pred)
         if args.gt is not None:
             result = evaluate(predictions, load_ground_truth(args.gt), args.subset, args.iou)
         else:
-            result = evaluate_annotations(predictions, read_annotations(args.annotations),
-                                          args.min_size, args.subset, args.iou)
+            annotations = read_annotations(args.annotations)
+            if not annotations:
+                raise ValueError(f"{args.annotations}: no images annotated (empty file)")
+            result = evaluate_annotations(predictions, annotations, args.min_size, args.subset,
+                                          args.iou)
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
     print(json.dumps(result))

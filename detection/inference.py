@@ -23,9 +23,24 @@ from detection.annotations import ImageAnnotation, read_annotations
 from detection.augment import resize_for_eval
 from detection.data import DataConfig, normalize, resolve_root, val_images
 from detection.evaluate import GroundTruth, evaluate, evaluate_annotations, load_ground_truth
-from detection.postprocess import to_wider
+from detection.postprocess import postprocess, to_wider
 from detection.predictions import write_predictions
 from supernet.space import Arch
+
+
+def recalibration_batches(cfg: DataConfig, size: int, images: int, batch_size: int = 16,
+                          split: str = "train") -> list[torch.Tensor]:
+    """The first `images` images of `split`, resized and padded exactly as at evaluation.
+
+    BatchNorm statistics re-estimated for a subnet must describe the inputs it is scored on: at
+    the evaluation resolution (not the smaller augmented training crops), whole images. They come
+    from the training split so the val images stay held out.
+    """
+    tensors = [normalize(resize_for_eval(image, size)[0]) for _, image in val_images(cfg, split, images)]
+    if not tensors:
+        raise ValueError(f"{resolve_root(cfg)}: no readable {split} images for BN recalibration")
+    stacked = torch.stack(tensors)
+    return [stacked[i:i + batch_size] for i in range(0, len(stacked), batch_size)]
 
 
 def _stem_key(name: str) -> str:
@@ -69,19 +84,55 @@ class ValSet:
         for i in range(0, len(self), batch_size):
             yield self.images[i:i + batch_size]
 
+    def targets(self) -> list[torch.Tensor]:
+        """Per image, the trainable faces as x1 y1 x2 y2 in network-input pixels (for `loss`)."""
+        by_name = {a.name: a for a in self.annotations}
+        out = []
+        for name, scale in zip(self.names, self.scales):
+            ann = by_name.get(name)
+            boxes = ann.trainable() * float(scale) if ann is not None else np.zeros((0, 4))
+            out.append(torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4))
+        return out
+
     @torch.no_grad()
+    def predict_with_loss(self, model: torch.nn.Module, arch: Arch | None = None,
+                          loss_fn: torch.nn.Module | None = None, batch_size: int = 16
+                          ) -> tuple[dict[str, np.ndarray], float | None]:
+        """WIDER-format detections (x y w h score, original pixels) keyed '<event>/<image>', and
+        with `loss_fn` the held-out detection loss averaged over the images, from one forward pass.
+
+        The loss is a one-shot score that, unlike AP, does not floor at 0 for a weak subnet
+        (compared with AP in experiments/ranking.py).
+        """
+        if arch is not None:
+            model.set_active(arch)
+        model.eval()
+        device = next(model.parameters()).device
+        targets = self.targets() if loss_fn is not None else None
+        out: dict[str, np.ndarray] = {}
+        total = 0.0
+        for i in range(0, len(self), batch_size):
+            images = self.images[i:i + batch_size].to(device)
+            cls, box = model(images)
+            size = tuple(images.shape[-2:])
+            anchors = model.anchors(size)
+            if loss_fn is not None:
+                loss = loss_fn(cls.float(), box.float(), anchors,
+                               [t.to(device) for t in targets[i:i + batch_size]])
+                total += float(loss["loss"]) * images.shape[0]
+            for j, d in enumerate(postprocess(cls, box, anchors, model.cfg, image_size=size)):
+                out[_stem_key(self.names[i + j])] = to_wider(d, float(self.scales[i + j]))
+        return out, (total / len(self) if loss_fn is not None else None)
+
     def predict(self, model: torch.nn.Module, arch: Arch | None = None, batch_size: int = 16
                 ) -> dict[str, np.ndarray]:
         """WIDER-format detections (x y w h score, original pixels) keyed '<event>/<image>'."""
-        if arch is not None:
-            model.set_active(arch)
-        device = next(model.parameters()).device
-        out: dict[str, np.ndarray] = {}
-        for i in range(0, len(self), batch_size):
-            dets = model.predict(self.images[i:i + batch_size].to(device))
-            for j, d in enumerate(dets):
-                out[_stem_key(self.names[i + j])] = to_wider(d, float(self.scales[i + j]))
-        return out
+        return self.predict_with_loss(model, arch, None, batch_size)[0]
+
+    def loss(self, model: torch.nn.Module, loss_fn: torch.nn.Module, arch: Arch | None = None,
+             batch_size: int = 16) -> float:
+        """Held-out detection loss (the training loss, eval mode) averaged over these images."""
+        return self.predict_with_loss(model, arch, loss_fn, batch_size)[1]
 
     def evaluate(self, model: torch.nn.Module, arch: Arch | None = None, batch_size: int = 16
                  ) -> dict[str, float]:

@@ -65,8 +65,14 @@ class DetectionLoss(nn.Module):
         return labels, gt[best_gt]
 
     def forward(self, cls_logits: torch.Tensor, box_deltas: torch.Tensor, anchors: torch.Tensor,
-                targets: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-        """cls_logits (B, A), box_deltas (B, A, 4), anchors (A, 4), targets: B tensors (N_i, 4) x1y1x2y2."""
+                targets: list[torch.Tensor], teacher: tuple[torch.Tensor, torch.Tensor] | None = None,
+                distill: float = 0.0) -> dict[str, torch.Tensor]:
+        """cls_logits (B, A), box_deltas (B, A, 4), anchors (A, 4), targets: B tensors (N_i, 4) x1y1x2y2.
+
+        `teacher` (its cls logits and box deltas on the same images) adds in-place distillation
+        (BigNAS) weighted by `distill`: focal-weighted BCE towards the teacher's probabilities on
+        every anchor, and smooth-L1 towards its deltas on the positives, with the same normaliser.
+        """
         if len(targets) != cls_logits.shape[0]:
             raise ValueError(f"{len(targets)} target lists for a batch of {cls_logits.shape[0]}")
         anchors = anchors.to(device=cls_logits.device, dtype=torch.float32)
@@ -87,5 +93,13 @@ class DetectionLoss(nn.Module):
         target_deltas = encode(matched[pos], anchors.expand_as(matched)[pos])
         box_loss = F.smooth_l1_loss(box_deltas.float()[pos], target_deltas, reduction="sum",
                                     beta=self.smooth_l1_beta) / norm
-        return {"loss": cls_loss + self.box_weight * box_loss, "cls": cls_loss.detach(),
-                "box": box_loss.detach(), "num_pos": num_pos}
+        loss = cls_loss + self.box_weight * box_loss
+        if teacher is not None and distill > 0:
+            t_cls, t_box = teacher
+            q = torch.sigmoid(t_cls)
+            soft = F.binary_cross_entropy_with_logits(logits, q, reduction="none")
+            kd_cls = (soft * (p - q).abs() ** self.gamma).sum() / norm
+            kd_box = F.smooth_l1_loss(box_deltas.float()[pos], t_box[pos], reduction="sum",
+                                      beta=self.smooth_l1_beta) / norm
+            loss = loss + distill * (kd_cls + self.box_weight * kd_box)
+        return {"loss": loss, "cls": cls_loss.detach(), "box": box_loss.detach(), "num_pos": num_pos}

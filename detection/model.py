@@ -115,9 +115,10 @@ def _as_arch(space: SearchSpace, arch: Arch | str) -> Arch:
     return space.parse(arch) if isinstance(arch, str) else arch
 
 
-def build_supernet_detector(space: SearchSpace, cfg: DetectorConfig) -> Detector:
+def build_supernet_detector(space: SearchSpace, cfg: DetectorConfig, sharing: str = "nested"
+                            ) -> Detector:
     """Detector on a weight-sharing `Supernet` of `space` (laterals sized for the widest taps)."""
-    net = Supernet(space, cfg.feature_strides)
+    net = Supernet(space, cfg.feature_strides, sharing)
     return Detector(net, net.max_tap_channels, cfg)
 
 

@@ -14,11 +14,16 @@ neck serves every arch; `SlicedLateral.export(c_in)` gives the plain module for 
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from supernet.blocks import ConvBNAct
+
+
+PRIOR = 0.01  # initial face probability of every anchor (RetinaNet's pi)
 
 
 class SlicedLateral(nn.Module):
@@ -57,6 +62,14 @@ class FPNHead(nn.Module):
         self.smooth = nn.ModuleList(ConvBNAct(channels, channels, 3) for _ in range(n_levels))
         self.cls = nn.ModuleList(nn.Conv2d(channels, n_anchors, 1) for _ in range(n_levels))
         self.box = nn.ModuleList(nn.Conv2d(channels, n_anchors * 4, 1) for _ in range(n_levels))
+        # RetinaNet's initialisation: small weights, and a class bias that makes every anchor start
+        # at p = PRIOR. With bias 0 (p = 0.5) the focal loss over ~thousands of negatives starts
+        # near 12 and the first hundred steps only learn that faces are rare.
+        for conv in (*self.cls, *self.box):
+            nn.init.normal_(conv.weight, std=0.01)
+            nn.init.zeros_(conv.bias)
+        for conv in self.cls:
+            nn.init.constant_(conv.bias, -math.log((1 - PRIOR) / PRIOR))
 
     def forward(self, feats: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         merged = [feats[-1]]

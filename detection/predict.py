@@ -31,6 +31,7 @@ from detection.model import Detector, build_detector, build_supernet_detector
 from detection.postprocess import to_wider
 from detection.predictions import write_predictions
 from detection.run import load_checkpoint
+from supernet.net import SupernetConfig
 from supernet.bn import recalibrate_bn
 from supernet.device import select_device
 from supernet.experiment import Experiment
@@ -38,23 +39,38 @@ from supernet.experiment import Experiment
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
+def _load_weights(model: torch.nn.Module, state: dict, source: str) -> None:
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:  # a long multi-line listing of the keys: its first line is enough
+        raise ValueError(f"{source}: weights do not fit the model of its config "
+                         f"({str(err).strip().splitlines()[0]})") from None
+
+
 def load_detector(checkpoint: dict, arch: str | None = None, bn_batches: int = 8,
-                  data_root: str | None = None) -> tuple[Detector, Experiment]:
-    """The detector of a checkpoint: standalone as saved, or a supernet subnet (BN recalibrated)."""
-    exp = Experiment.from_dict(yaml.safe_load(checkpoint["config"]), source="<checkpoint config>")
+                  data_root: str | None = None, source: str = "<checkpoint>"
+                  ) -> tuple[Detector, Experiment]:
+    """The detector of a checkpoint: standalone as saved, or a supernet subnet (BN recalibrated).
+    `source` (the file) names it in errors."""
+    if not isinstance(checkpoint, dict) or not {"kind", "config", "model"} <= set(checkpoint):
+        raise ValueError(f"{source}: not a facenas checkpoint (no kind/config/model entries)")
+    config = yaml.safe_load(checkpoint["config"])
+    if isinstance(config, dict):  # a standalone run records its arch in its config too (the
+        config.pop("arch", None)  # checkpoint's own "arch" entry is the one used below)
+    exp = Experiment.from_dict(config, source=f"{source}:config")
     det_cfg = exp.section("detector", DetectorConfig)
     if checkpoint["kind"] == "standalone":
         saved = checkpoint["arch"]
         if arch is not None and arch != saved:
             raise ValueError(f"checkpoint holds arch {saved}, not {arch}")
         model = build_detector(exp.space, saved, det_cfg)
-        model.load_state_dict(checkpoint["model"])
+        _load_weights(model, checkpoint["model"], source)
         return model.eval(), exp
     if arch is None:
         raise ValueError("a supernet checkpoint needs --arch (which subnet to run)")
     parsed = exp.space.parse(arch)
-    sup = build_supernet_detector(exp.space, det_cfg)
-    sup.load_state_dict(checkpoint["model"])
+    sup = build_supernet_detector(exp.space, det_cfg, exp.section("supernet", SupernetConfig).sharing)
+    _load_weights(sup, checkpoint["model"], source)
     data_cfg = exp.section("data", DataConfig)
     if data_root:
         data_cfg = replace(data_cfg, root=data_root)
@@ -111,10 +127,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         device = select_device(args.device)
         model, _ = load_detector(load_checkpoint(Path(args.weights)), args.arch,
-                                 data_root=args.bn_from)
+                                 data_root=args.bn_from, source=args.weights)
         n = predict_folder(model, Path(args.images), Path(args.out), args.size, device,
                            progress=not args.no_progress)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, TypeError, FileNotFoundError) as err:
         sys.exit(f"error: {err}")
     print(f"wrote predictions for {n} images to {args.out}")
     return n

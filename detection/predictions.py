@@ -24,7 +24,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from supernet.io import atomic_write_text
+from supernet.io import atomic_write_text, read_text
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
@@ -72,7 +72,7 @@ def write_predictions(pred_dir: str | Path, image_name: str, boxes: np.ndarray) 
 def read_prediction_file(path: str | Path) -> np.ndarray:
     """Parse one prediction file into (N, 5) float64; ValueError names the file and 1-based line."""
     path = Path(path)
-    lines = path.read_text().splitlines()
+    lines = read_text(path).splitlines()
     while lines and not lines[-1].strip():  # trailing blank lines are harmless
         lines.pop()
     if len(lines) < 2:

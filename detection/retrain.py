@@ -42,8 +42,10 @@ from detection.model import build_detector
 from detection.run import load_checkpoint, train
 from latency.config import LatencyConfig
 from supernet.device import select_device
+from supernet.config import load_yaml
 from supernet.experiment import Experiment
 from supernet.io import atomic_write_text
+from supernet.lock import Lock, hold_lock
 from supernet.space import Arch
 
 METRICS = "metrics.json"
@@ -69,20 +71,62 @@ def arch_hash(arch: Arch | str) -> str:
 
 
 # -- choosing the arch ----------------------------------------------------------------------------
-_PICK_RE = re.compile(r"(?P<row>\d+)|best-under:(?P<budget>.+)|best")
+def read_pareto(path: str | Path) -> pd.DataFrame:
+    """A search's pareto.csv; errors name the file: unreadable, no ``arch``/``latency_ms`` column,
+    or a latency / AP value that is not a finite number (latency also >= 0)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Pareto file not found: {path}")
+    try:
+        frame = pd.read_csv(path)
+    except (ValueError, pd.errors.ParserError) as err:  # empty, ragged, not UTF-8
+        raise ValueError(f"{path}: not a readable CSV ({str(err).strip().splitlines()[0]})") from None
+    missing = [c for c in ("arch", "latency_ms") if c not in frame]
+    if missing:
+        raise ValueError(f"{path}: no {missing[0]!r} column (a search's pareto.csv has arch, "
+                         f"latency_ms and ap_* columns; this one has {', '.join(frame.columns)})")
+    blank = np.flatnonzero(~frame["arch"].map(lambda v: isinstance(v, str)).to_numpy(bool))
+    if len(blank):
+        raise ValueError(f"{path}:{blank[0] + 2}: no arch string in the arch column")
+    for col in ["latency_ms", *(c for c in frame if c.startswith("ap_"))]:
+        values = pd.to_numeric(frame[col], errors="coerce")
+        bad = ~np.isfinite(values) | ((values < 0) if col == "latency_ms" else False)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"{path}:{i + 2}: {col} must be a finite number"
+                             f"{' >= 0' if col == 'latency_ms' else ''}, got '{frame[col].iloc[i]}'")
+    return frame
 
 
-def pick_from_pareto(pareto: pd.DataFrame, pick: str, ap_key: str) -> pd.Series:
+_PICK_RE = re.compile(r"(?P<row>\d+)|best-under:(?P<budget>.+)|best|(?P<fastest>fastest-not-worse)")
+
+
+def pick_from_pareto(pareto: pd.DataFrame, pick: str, ap_key: str,
+                     baseline_ap: float | None = None) -> pd.Series:
     """The row of `pareto` named by `pick`: ``<row>`` (0-based, file order), ``best`` (highest
-    `ap_key`) or ``best-under:<budget>`` (highest `ap_key` with latency_ms <= budget, e.g. 12ms)."""
+    `ap_key`), ``best-under:<budget>`` (highest `ap_key` with latency_ms <= budget, e.g. 12ms) or
+    ``fastest-not-worse`` (the fastest row whose `ap_key` is at least `baseline_ap`, the
+    baseline's one-shot AP under the same protocol: the user's question, "faster at AP not
+    lower")."""
     from evolution.budget import parse_budget
 
     m = _PICK_RE.fullmatch(pick.strip())
     if m is None:
-        raise ValueError(f"--pick {pick!r}: expected a row number, 'best' or 'best-under:<budget>' "
-                         "(e.g. best-under:12ms)")
+        raise ValueError(f"--pick {pick!r}: expected a row number, 'best', 'best-under:<budget>' "
+                         "(e.g. best-under:12ms) or 'fastest-not-worse'")
     if pareto.empty:
         raise ValueError("the Pareto front is empty: nothing to pick")
+    if m["fastest"] is not None:
+        if baseline_ap is None:
+            raise ValueError("--pick fastest-not-worse needs the baseline's one-shot AP (the "
+                             "search's candidates.csv has no baseline row)")
+        if ap_key not in pareto:
+            raise ValueError(f"pareto.csv has no column {ap_key!r} (columns: {', '.join(pareto.columns)})")
+        rows = pareto[pareto[ap_key].astype(float) >= baseline_ap]
+        if rows.empty:
+            raise ValueError(f"--pick fastest-not-worse: no Pareto row reaches the baseline's "
+                             f"one-shot {ap_key} {baseline_ap:.4f} (best {pareto[ap_key].max():.4f})")
+        return rows.loc[rows["latency_ms"].astype(float).idxmin()]
     if m["row"] is not None:
         row = int(m["row"])
         if row >= len(pareto):
@@ -100,14 +144,24 @@ def pick_from_pareto(pareto: pd.DataFrame, pick: str, ap_key: str) -> pd.Series:
     return rows.loc[rows[ap_key].astype(float).idxmax()]
 
 
+def baseline_one_shot(search_dir: Path, ap_key: str) -> float | None:
+    """The baseline's one-shot `ap_key` from the search's candidates.csv (None if not there)."""
+    path = Path(search_dir) / "candidates.csv"
+    if not path.is_file():
+        return None
+    frame = pd.read_csv(path)
+    if "baseline" not in frame or ap_key not in frame:
+        return None
+    rows = frame[frame["baseline"].astype(str).str.lower() == "true"]
+    return float(rows[ap_key].iloc[0]) if len(rows) else None
+
+
 def search_ap_key(search_dir: Path, pareto: pd.DataFrame) -> str:
     """The AP column the search optimised (search.yaml's ap_metric), else ap_mean."""
     metric = "mean"
     path = search_dir / "search.yaml"
     if path.is_file():
-        import yaml
-
-        metric = (yaml.safe_load(path.read_text()) or {}).get("search", {}).get("ap_metric", metric)
+        metric = (load_yaml(path).get("search") or {}).get("ap_metric", metric)
     for key in (metric, f"ap_{metric}", "ap_mean"):
         if key in pareto:
             return key
@@ -208,16 +262,28 @@ def _latency(exp: Experiment, arch: Arch, onnx_path: Path, table) -> dict:
 
 
 # -- the pipeline ---------------------------------------------------------------------------------
-def retrain(exp: Experiment, arch: Arch, out: str | Path, *, init: dict | None = None,
+def retrain(exp: Experiment, arch: Arch, out: str | Path, **kwargs) -> dict:
+    """`_retrain` holding `out`'s lock, from before `overwrite` deletes anything to the end."""
+    lock = hold_lock(out)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun rank 0 writes the folder
+        lock.acquire()
+    try:
+        return _retrain(exp, arch, Path(out), lock=lock, **kwargs)
+    finally:
+        lock.release()
+
+
+def _retrain(exp: Experiment, arch: Arch, out: Path, *, lock: Lock, init: dict | None = None,
             init_source: str | None = None, table=None, one_shot: dict | None = None,
             resume: bool = False, overwrite: bool = False, progress: bool = True,
-            extra: dict | None = None) -> dict:
+            extra: dict | None = None, export: bool = True) -> dict:
     """Train, score, export and time `arch`; writes and returns metrics.json (module docstring).
 
     `table`: a `latency.table.LatencyTable` for the predicted latency (None: not predicted).
     `one_shot`: the arch's row from the search (its one-shot AP estimates), recorded for reports.
     `resume` with a finished run (metrics.json present, training complete) returns the saved
-    metrics without recomputing them.
+    metrics without recomputing them. `export=False` skips steps 3-4 (no model.onnx; ``onnx`` and
+    ``latency`` are None): for experiments that only need the AP.
     """
     out = Path(out)
     cfg = exp.section("retrain", RetrainConfig)
@@ -229,7 +295,7 @@ def retrain(exp: Experiment, arch: Arch, out: str | Path, *, init: dict | None =
             (out / name).unlink(missing_ok=True)
     t0 = time.perf_counter()
     summary = train(exp, out, arch=arch, resume=resume, overwrite=overwrite, init=init,
-                    progress=progress)
+                    progress=progress, lock=lock)
     if resume and metrics_path.is_file():
         saved = json.loads(metrics_path.read_text())
         if saved.get("train", {}).get("steps") == summary["steps"]:
@@ -245,20 +311,22 @@ def retrain(exp: Experiment, arch: Arch, out: str | Path, *, init: dict | None =
     model.eval()
     ap = val.scores(val.predict(model))
 
-    onnx_path = export_onnx(model, out / "model.onnx", det_cfg.input_size, cfg.opset)
-    square = tuple(det_cfg.input_size) == (size, size)  # ValSet images are padded to size x size
-    check = val.images[:cfg.check_images] if square else None
-    diff = check_onnx(model, onnx_path, det_cfg.input_size, cfg.atol, inputs=check)
-    n_checked = (len(check) if check is not None else 0) + 2
+    onnx = latency = None
+    if export:
+        onnx_path = export_onnx(model, out / "model.onnx", det_cfg.input_size, cfg.opset)
+        square = tuple(det_cfg.input_size) == (size, size)  # ValSet images are padded to size x size
+        check = val.images[:cfg.check_images] if square else None
+        diff = check_onnx(model, onnx_path, det_cfg.input_size, cfg.atol, inputs=check)
+        onnx = {"path": "model.onnx", "opset": cfg.opset, "max_abs_diff": diff, "atol": cfg.atol,
+                "inputs_checked": (len(check) if check is not None else 0) + 2}
+        latency = _latency(exp, arch, onnx_path, table)
 
     metrics = {
         "arch": str(arch), "arch_hash": arch_hash(arch), "experiment": exp.name,
         "baseline": arch == exp.space.baseline,
         "ap": ap, "eval": {"split": "val", "images": len(val), "input_size": size},
         "one_shot": one_shot,
-        "onnx": {"path": "model.onnx", "opset": cfg.opset, "max_abs_diff": diff, "atol": cfg.atol,
-                 "inputs_checked": n_checked},
-        "latency": _latency(exp, arch, onnx_path, table),
+        "onnx": onnx, "latency": latency,
         "params": int(sum(p.numel() for p in model.parameters())),
         "params_backbone": exp.space.params(arch),
         "flops": count_macs(model, det_cfg.input_size),

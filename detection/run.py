@@ -18,10 +18,8 @@ continues exactly and `retrain.py` needs nothing else. They load with ``weights_
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import random
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -31,18 +29,21 @@ import yaml
 from tqdm import tqdm
 
 from detection.config import DetectorConfig
-from detection.data import DataConfig, build_loader
+from detection.data import DataConfig, build_loader, check_readable
 from detection.distributed import (barrier, broadcast_parameters, check_same, gather_shards,
                                    init_distributed, local_device, make_sync)
 from detection.engine import TrainConfig, TrainState, build_optimizer, build_scheduler, train_one_epoch
-from detection.inference import ValSet
+from detection.inference import ValSet, recalibration_batches
 from detection.loss import DetectionLoss
 from detection.model import build_detector, build_supernet_detector
+from supernet.net import SupernetConfig
 from supernet.bn import recalibrate_bn
+from supernet.config import load_yaml
 from supernet.device import select_device
 from supernet.experiment import Experiment
 from supernet.io import atomic_torch_save, atomic_write_csv, atomic_write_text
-from supernet.samplers import StrictFairSampler, UniformSampler
+from supernet.lock import LOCK_NAME, Lock, LockError, hold_lock
+from supernet.samplers import PathSchedule, StrictFairSampler, UniformSampler
 from supernet.space import Arch
 
 SAMPLERS = {"strict_fair": StrictFairSampler, "uniform": UniformSampler}
@@ -72,12 +73,12 @@ def prepare_run_dir(out: Path, resolved: dict, checkpoint_name: str, resume: boo
     """Refuse to mix runs: an existing run needs --resume (same config; only train.lr may change)
     or --overwrite."""
     config_path = out / "config.yaml"
-    if out.exists() and any(out.iterdir()) and not overwrite:
+    if out.exists() and any(p.name != LOCK_NAME for p in out.iterdir()) and not overwrite:
         if not resume:
             raise RunDirError(f"{out} already holds a run; pass --resume to continue it or "
                               f"--overwrite to replace it (or choose another --out)")
         if config_path.exists():
-            saved = yaml.safe_load(config_path.read_text())
+            saved = load_yaml(config_path)  # errors name the file
             # later stages' sections (search, latency, retrain) do not change a training run
             diff = [k for k in _config_diff(saved, resolved) if k not in RESUME_MAY_CHANGE
                     and k.split(".")[0] not in ("search", "latency", "retrain")]
@@ -91,14 +92,28 @@ def prepare_run_dir(out: Path, resolved: dict, checkpoint_name: str, resume: boo
     atomic_write_text(config_path, yaml.safe_dump(resolved, sort_keys=False))
 
 
+def _load_failure(err: Exception) -> str:
+    """One line on why torch.load failed; its weights-only refusal is several lines of advice
+    (including "load with weights_only=False", which facenas never does) around the reason."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if lines and lines[0].startswith("Weights only load failed"):
+        reason = [line for line in lines[1:] if not line.startswith(("Please file", "Check the"))]
+        return "holds more than tensors and plain data" + (f": {reason[0]}" if reason else "")
+    return lines[0] if lines else type(err).__name__
+
+
 def load_checkpoint(path: Path) -> dict:
     """Load a facenas checkpoint safely (tensors and plain data only)."""
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated file, not a checkpoint, unsafe pickle
-        raise ValueError(f"{path}: not a readable facenas checkpoint ({err})") from err
+        raise ValueError(f"{path}: not a readable facenas checkpoint ({_load_failure(err)})") from None
+    if not isinstance(checkpoint, dict) or not {"kind", "space", "config", "model"} <= set(checkpoint):
+        raise ValueError(f"{path}: not a facenas checkpoint (a torch file without the kind, space, "
+                         "config and model entries train_supernet.py / retrain.py write)")
+    return checkpoint
 
 
 def _rescale_lr(optimizer, scheduler, lr: float) -> None:
@@ -155,8 +170,21 @@ def evaluate_subnets(model, archs: list[tuple[str, Arch]], val: ValSet, recal: l
     return rows
 
 
-def train(exp: Experiment, out: Path, *, arch: Arch | None = None, resume: bool = False,
-          overwrite: bool = False, init: dict | None = None, progress: bool = True) -> dict:
+def train(exp: Experiment, out: Path, *, lock: Lock | None = None, **kwargs) -> dict:
+    """`_train` holding the run folder's lock: a second writer of `out` is refused naming this
+    process. `lock`: the caller's lock of `out`, still held when this returns (retraining keeps
+    it through scoring and export); by default one released on return."""
+    own = hold_lock(out) if lock is None else None
+    try:
+        return _train(exp, Path(out), lock=lock or own, **kwargs)
+    finally:
+        if own is not None:
+            own.release()
+
+
+def _train(exp: Experiment, out: Path, *, lock: Lock, arch: Arch | None = None,
+           resume: bool = False, overwrite: bool = False, init: dict | None = None,
+           progress: bool = True) -> dict:
     """Train the supernet (arch None) or one standalone arch; returns a summary dict.
 
     `init`: a checkpoint dict of a supernet to inherit weights from (retraining `--init supernet`).
@@ -177,8 +205,9 @@ def train(exp: Experiment, out: Path, *, arch: Arch | None = None, resume: bool 
     error = None
     if info.is_main:  # one rank owns the folder; the others learn whether it was accepted
         try:
+            lock.acquire()
             prepare_run_dir(out, resolved, ckpt_name, resume, overwrite)
-        except RunDirError as err:
+        except (RunDirError, LockError) as err:
             error = str(err)
     error = gather_shards([error] * info.world_size, info, lambda mine: mine)[0]
     if error is not None:
@@ -189,15 +218,14 @@ def train(exp: Experiment, out: Path, *, arch: Arch | None = None, resume: bool 
 
     space = exp.space
     if arch is None:
-        model = build_supernet_detector(space, det_cfg)
+        model = build_supernet_detector(space, det_cfg, exp.section("supernet", SupernetConfig).sharing)
         sampler = SAMPLERS[cfg.sampler](space, cfg.seed)
-        sample_paths = sampler.step
     else:
         sampler, sample_paths = None, None
         if init is None:
             model = build_detector(space, arch, det_cfg)
         else:  # inherit the supernet's weights for this arch
-            sup = build_supernet_detector(space, det_cfg)
+            sup = build_supernet_detector(space, det_cfg, exp.section("supernet", SupernetConfig).sharing)
             sup.load_state_dict(init["model"])
             model = sup.extract(arch)
     model.to(device)
@@ -208,11 +236,18 @@ def train(exp: Experiment, out: Path, *, arch: Arch | None = None, resume: bool 
 
     loader = build_loader(data_cfg, "train", train=True, seed=cfg.seed, rank=info.rank,
                           world_size=info.world_size)
+    check_readable(loader.dataset)  # all images unreadable: stop rather than train 0 steps
     steps_per_epoch = len(loader) if not cfg.max_steps_per_epoch else min(len(loader),
                                                                           cfg.max_steps_per_epoch)
     total = steps_per_epoch * cfg.epochs
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg, total)
+    if sampler is not None:
+        schedule = PathSchedule(sampler, total, cfg.warm_fraction, cfg.shrink_fraction,
+                                cfg.sandwich, own_batches=cfg.path_batches == "own")
+
+        def sample_paths() -> list[Arch]:
+            return schedule.paths(state.step)
     state = TrainState()
     evals: list[dict] = []
 
@@ -259,8 +294,8 @@ def train(exp: Experiment, out: Path, *, arch: Arch | None = None, resume: bool 
     val = recal = None
     if cfg.eval_images > 0 and info.is_main:
         val = ValSet.load(data_cfg, size=max(det_cfg.input_size), limit=cfg.eval_images)
-        recal_loader = build_loader(replace(data_cfg, workers=0), "train", train=True, seed=cfg.seed + 1)
-        recal = [images for images, _ in itertools.islice(recal_loader, cfg.bn_batches)]
+        recal = recalibration_batches(data_cfg, max(det_cfg.input_size),
+                                      cfg.bn_batches * data_cfg.batch_size, data_cfg.batch_size)
 
     bar = tqdm(total=total, initial=state.step, desc=f"train {exp.name}", unit="step",
                disable=not (progress and info.is_main), dynamic_ncols=True)
@@ -280,7 +315,8 @@ def train(exp: Experiment, out: Path, *, arch: Arch | None = None, resume: bool 
                             sync=make_sync(info), scaler=scaler)
             if sampler is not None:
                 check_same(json.dumps(sampler.state_dict()), info, "the path sampler state")
-            if val is not None:
+            due = (state.epoch + 1) % cfg.eval_every == 0 or state.epoch + 1 == cfg.epochs
+            if val is not None and due:
                 archs = _eval_subnets(exp, cfg, state.epoch) if arch is None else [("model", arch)]
                 rows = evaluate_subnets(model, archs, val, recal)
                 for r in rows:

@@ -1,4 +1,5 @@
-"""Evolutionary search (NSGA-II, MnasNet-reward GA, random) over a categorical encoding.
+"""Search over a categorical encoding: NSGA-II (by default with a GP surrogate pre-screening the
+offspring), aging evolution, MnasNet's RL controller, a MnasNet-reward GA, random search.
 
 One generic core, one thin adapter:
 
@@ -42,7 +43,7 @@ and on a search space, with a stand-in evaluator (the supernet's place)::
     >>> result = run_search(space, evaluate, latency, config, tempfile.mkdtemp(),
     ...                     input_size=(64, 64), baseline=space.baseline)
     >>> sorted(p.name for p in result.out_dir.iterdir())
-    ['candidates.csv', 'checkpoint.json', 'pareto.csv', 'pareto.png', 'search.yaml']
+    ['candidates.csv', 'checkpoint.json', 'pareto.csv', 'pareto.png', 'search.yaml', 'surrogate.csv']
     >>> bool((result.pareto["latency_ms"] <= 4.0).all())
     True
 """

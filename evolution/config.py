@@ -2,8 +2,11 @@
 
     search:
       algorithm: nsga2          # nsga2 | mnas (single-objective GA on the MnasNet reward) | random
-      population: 32
-      generations: 20           # evaluations = population x generations
+                                # | aging (regularized evolution) | rl (MnasNet's controller)
+      surrogate: true           # nsga2 / aging: a GP pre-screens surrogate_pool x more offspring
+                                # (ignored by mnas, random, rl)
+      population: 16            # evaluations per generation; smaller beats larger at equal
+      generations: 40           # evaluations (experiments/search_benchmark.py): 16 x 40 = 640
       seed: 0
       objectives: ap_latency    # ap_latency | ap_latency_params | ap_latency_flops
       ap_metric: mean           # evaluator key used as "ap": "hard" -> "ap_hard" (or the key itself);
@@ -17,15 +20,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-ALGORITHMS = ("nsga2", "mnas", "random")
+ALGORITHMS = ("nsga2", "mnas", "random", "aging", "rl")
 OBJECTIVES = ("ap_latency", "ap_latency_params", "ap_latency_flops")
 
 
 @dataclass(frozen=True)
 class SearchConfig:
     algorithm: str = "nsga2"
-    population: int = 32
-    generations: int = 20
+    population: int = 16  # at equal evaluations, NSGA-II on categorical problems did better with
+    generations: int = 40  # populations of 10-20 than 50 (experiments/search_benchmark.py)
     seed: int = 0
     objectives: str = "ap_latency"
     ap_metric: str = "ap"
@@ -37,6 +40,20 @@ class SearchConfig:
     hv_reference: tuple[float, ...] | None = None
     mutation_rate: float | None = None  # per-variable resample probability; None = 1 / n_var
     crossover_rate: float = 0.9  # probability a mating pair is crossed (else copied, then mutated)
+    # surrogate-assisted search (nsga2, aging; evolution.surrogate): a GP fitted on every evaluated
+    # candidate ranks surrogate_pool x population offspring, the best population are evaluated.
+    # On by default: experiments/search_benchmark.py measures it ahead of plain NSGA-II, aging, rl,
+    # random and Optuna's NSGA-II / TPE at 100-500 evaluations. mnas, random and rl ignore it.
+    surrogate: bool = True
+    surrogate_pool: int = 10
+    # aging evolution (AmoebaNet): archs alive, archs drawn per tournament, fitness (evolution.
+    # strategies.scalar_fitness): "reward" (MnasNet) or "constraint" (feasible first, then AP)
+    aging_population: int = 24
+    aging_sample: int = 6
+    aging_fitness: str = "reward"
+    # rl (MnasNet's controller, REINFORCE): Adam step size on the logits, baseline moving average
+    rl_learning_rate: float = 0.1
+    rl_baseline_decay: float = 0.9
     progress: bool = True  # tqdm bar per generation
     # AP estimate of a candidate (evolution.evaluator): inherited supernet weights, BN recalibrated
     eval_images: int = 100  # fixed val subset: the first N val images
@@ -55,6 +72,16 @@ class SearchConfig:
             raise ValueError(f"search.mutation_rate must be in (0, 1], got {self.mutation_rate}")
         if not 0 <= self.crossover_rate <= 1:
             raise ValueError(f"search.crossover_rate must be in [0, 1], got {self.crossover_rate}")
+        if self.surrogate_pool < 1:
+            raise ValueError(f"search.surrogate_pool must be >= 1, got {self.surrogate_pool}")
+        if not 2 <= self.aging_sample < self.aging_population:
+            raise ValueError(f"search: aging_sample must be >= 2 and < aging_population, got "
+                             f"{self.aging_sample} and {self.aging_population}")
+        if self.aging_fitness not in ("reward", "constraint"):
+            raise ValueError(f"search.aging_fitness: {self.aging_fitness!r} is not 'reward' or "
+                             "'constraint'")
+        if not (self.rl_learning_rate > 0 and 0 <= self.rl_baseline_decay < 1):
+            raise ValueError("search: rl_learning_rate must be > 0 and rl_baseline_decay in [0, 1)")
 
     @property
     def n_evaluations(self) -> int:

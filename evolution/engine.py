@@ -1,4 +1,5 @@
-"""The generic search core: NSGA-II / GA / random search over integer (categorical) vectors.
+"""The generic search core: NSGA-II (optionally surrogate-assisted) / GA / random search, and the
+strategies of `evolution.strategies` (aging evolution, RL controller), over integer vectors.
 
 Nothing here knows about architectures. A problem is per-variable choice counts plus an objective
 function on a batch of vectors::
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import pandas as pd
 from pymoo.algorithms.moo.nsga2 import NSGA2
 from pymoo.algorithms.soo.nonconvex.ga import GA
 from pymoo.core.evaluator import Evaluator
@@ -47,10 +49,13 @@ from evolution.archive import Archive
 from evolution.config import SearchConfig
 from evolution.operators import (CanonicalRepair, CategoricalMutation, SeenDuplicateElimination,
                                  UniqueSampling, identity, sample_unique)
-from supernet.io import atomic_write_text
+from evolution.strategies import AgingEvolution, PolicyGradient, SurrogateNSGA2
+from evolution.surrogate import Surrogate
+from supernet.io import atomic_write_csv, atomic_write_text
 
 ObjectiveFn = Callable[[np.ndarray], tuple]
 CHECKPOINT, CANDIDATES = "checkpoint.json", "candidates.csv"
+SURROGATE_LOG = "surrogate.csv"  # per generation: Kendall tau of predicted vs evaluated AP
 LEGACY_CHECKPOINT = "checkpoint.pkl"  # pickled algorithm of older versions: never unpickled
 CHECKPOINT_FORMAT = "facenas-search-checkpoint/1"
 
@@ -109,9 +114,12 @@ def tournament_by_cv_and_fitness(pop, P, random_state=None, **kwargs) -> np.ndar
 
 
 def build_algorithm(problem: EncodedProblem, config: SearchConfig):
-    """`random`, else pymoo GA (one objective, e.g. the MnasNet reward) or NSGA-II; set up, seeded."""
+    """`random`, `aging`, `rl` (`evolution.strategies`), else pymoo GA (one objective, e.g. the
+    MnasNet reward) or NSGA-II (with a surrogate if `config.surrogate`); set up, seeded."""
     if config.algorithm == "random":
         return RandomSearch(config.population).setup(problem, seed=config.seed)
+    if config.algorithm in ("aging", "rl"):
+        return _build_strategy(problem, config).setup(problem, seed=config.seed)
     seen = SeenDuplicateElimination()
     operators = dict(pop_size=config.population, sampling=UniqueSampling(problem.canonical, seen),
                      crossover=UX(prob=config.crossover_rate),
@@ -120,10 +128,27 @@ def build_algorithm(problem: EncodedProblem, config: SearchConfig):
     if problem.n_obj == 1:
         algorithm = GA(selection=TournamentSelection(func_comp=tournament_by_cv_and_fitness),
                        **operators)
+    elif config.surrogate:
+        algorithm = SurrogateNSGA2(Surrogate(), config.surrogate_pool, **operators)
     else:
         algorithm = NSGA2(**operators)
     algorithm.setup(problem, termination=NoTermination(), seed=config.seed)
     return algorithm
+
+
+def _build_strategy(problem: EncodedProblem, config: SearchConfig):
+    needs_budget = config.algorithm == "rl" or config.aging_fitness == "reward"
+    if needs_budget and (problem.n_obj < 2 or problem.n_ieq_constr < 1):
+        raise ValueError(f"search.algorithm {config.algorithm} with the MnasNet reward needs the "
+                         "objectives (AP, latency) and a latency budget (its target T)")
+    weights = dict(alpha=config.mnas_alpha, beta=config.mnas_beta)
+    if config.algorithm == "rl":
+        return PolicyGradient(config.population, config.rl_learning_rate,
+                              config.rl_baseline_decay, **weights)
+    return AgingEvolution(config.population, config.aging_population, config.aging_sample,
+                          config.aging_fitness, **weights,
+                          surrogate=Surrogate() if config.surrogate else None,
+                          pool=config.surrogate_pool)
 
 
 def evaluate_cached(X: np.ndarray, objective_fn: ObjectiveFn, archive: Archive,
@@ -189,11 +214,12 @@ def _new_individual(state: dict) -> Individual:
 def algorithm_state(algorithm) -> dict:
     """Everything `ask` depends on, as plain data: population, RNG state, evaluated vectors."""
     pop = algorithm.pop if algorithm.pop is not None else []
+    extra = algorithm.extra_state() if hasattr(algorithm, "extra_state") else None
     return {"class": type(algorithm).__name__, "n_iter": getattr(algorithm, "n_iter", None),
             "is_initialized": getattr(algorithm, "is_initialized", None),
             "random_state": algorithm.random_state.bit_generator.state,
             "seen": sorted(list(x) for x in algorithm.eliminate_duplicates.seen),
-            "pop": [_individual_state(ind) for ind in pop]}
+            "pop": [_individual_state(ind) for ind in pop], "extra": extra}
 
 
 def restore_algorithm(algorithm, state: dict) -> None:
@@ -206,6 +232,8 @@ def restore_algorithm(algorithm, state: dict) -> None:
     seen.clear()
     seen.update(tuple(x) for x in state["seen"])
     algorithm.pop = Population([_new_individual(s) for s in state["pop"]])
+    if state.get("extra") is not None:  # strategy state beyond pymoo's: policy, surrogate data
+        algorithm.load_extra_state(state["extra"])
     if state["is_initialized"] is not None:
         algorithm.n_iter, algorithm.is_initialized = state["n_iter"], state["is_initialized"]
         algorithm.start_time = time.time()
@@ -268,6 +296,9 @@ def optimize(problem: EncodedProblem, objective_fn: ObjectiveFn, config: SearchC
         state.generation = gen + 1
         if ckpt is not None:  # archive first: a crash in between only re-asks cached archs
             archive.save(ckpt.parent / CANDIDATES)
+            surrogate = getattr(state.algorithm, "surrogate", None)
+            if surrogate is not None and surrogate.log:
+                atomic_write_csv(pd.DataFrame(surrogate.log), ckpt.parent / SURROGATE_LOG)
             _save_state(ckpt, state)
         if summary is not None:
             bar.set_postfix(summary(archive), refresh=False)

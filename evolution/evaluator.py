@@ -3,6 +3,9 @@
 Per candidate: activate its path in the trained supernet detector, recalibrate BatchNorm on a fixed
 set of training batches (SPOS: shared BN statistics mix every path, so they are re-estimated per
 arch), then AP on a fixed val subset with the official WIDER protocol restricted to those images.
+BN statistics come from training images resized exactly as the val images are (evaluation
+resolution, whole image): statistics of the 160 px augmented training crops misdescribe 320 px
+inputs. `loss` adds the held-out detection loss on the same val images (lower is better).
 The batches and images are prepared once, so candidates differ only in their arch.
 
     >>> ev = SupernetEvaluator.from_checkpoint("runs/default/supernet.pt", exp)   # doctest: +SKIP
@@ -15,16 +18,17 @@ Keys: ``ap_easy``, ``ap_medium``, ``ap_hard`` (official settings), ``ap_mean`` (
 
 from __future__ import annotations
 
-import itertools
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 from tqdm import tqdm
 
 from detection.config import DetectorConfig
-from detection.data import DataConfig, build_loader
-from detection.inference import ValSet
+from detection.data import DataConfig
+from detection.inference import ValSet, recalibration_batches
+from detection.loss import DetectionLoss
 from detection.model import Detector, build_supernet_detector
+from supernet.net import SupernetConfig
 from supernet.bn import recalibrate_bn
 from supernet.device import select_device
 from supernet.experiment import Experiment
@@ -36,17 +40,19 @@ class EvalConfig:
     """How candidates are scored (the `search:` keys eval_images, bn_batches, ...)."""
 
     eval_images: int = 100  # fixed val subset (the first N val images)
-    bn_batches: int = 4  # training batches for BN recalibration, per candidate
+    bn_batches: int = 4  # batches of `batch_size` training images at the evaluation resolution
     batch_size: int = 16
     seed: int = 0
+    loss: bool = True  # also score the held-out detection loss (key "loss", lower is better)
 
 
 class SupernetEvaluator:
     """Callable: list of archs -> list of AP dicts (see module docstring)."""
 
     def __init__(self, model: Detector, val: ValSet, recal: list[torch.Tensor],
-                 progress: bool = False):
+                 progress: bool = False, loss: bool = True):
         self.model, self.val, self.recal, self.progress = model, val, recal, progress
+        self.loss_fn = DetectionLoss(model.cfg) if loss else None
         self.n_evaluated = 0
 
     @classmethod
@@ -63,21 +69,23 @@ class SupernetEvaluator:
                              f"{exp.space.fingerprint()}); pass the --config it was trained with")
         det_cfg = exp.section("detector", DetectorConfig)
         data_cfg = exp.section("data", DataConfig)
-        model = build_supernet_detector(exp.space, det_cfg)
+        model = build_supernet_detector(exp.space, det_cfg, exp.section("supernet", SupernetConfig).sharing)
         model.load_state_dict(checkpoint["model"])
         model.to(select_device(device)).eval()
         size = max(det_cfg.input_size)
         val = ValSet.load(data_cfg, size=size, limit=cfg.eval_images)
-        loader = build_loader(replace(data_cfg, workers=0, batch_size=cfg.batch_size), "train",
-                              train=True, seed=cfg.seed + 1)
-        recal = [images for images, _ in itertools.islice(loader, cfg.bn_batches)]
-        return cls(model, val, recal)
+        recal = recalibration_batches(data_cfg, size, cfg.bn_batches * cfg.batch_size, cfg.batch_size)
+        return cls(model, val, recal, loss=cfg.loss)
 
     def evaluate_one(self, arch: Arch) -> dict[str, float]:
         recalibrate_bn(self.model, arch, self.recal)
         self.model.eval()
         self.n_evaluated += 1
-        return self.val.scores(self.val.predict(self.model, arch))
+        preds, loss = self.val.predict_with_loss(self.model, arch, self.loss_fn)
+        scores = self.val.scores(preds)
+        if loss is not None:
+            scores["loss"] = loss
+        return scores
 
     def __call__(self, archs: list[Arch]) -> list[dict[str, float]]:
         it = tqdm(archs, desc="evaluate", leave=False, disable=not self.progress)

@@ -31,8 +31,8 @@ matplotlib.use("Agg")  # files only, never a display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-import yaml  # noqa: E402
 
+from supernet.config import load_yaml  # noqa: E402
 from supernet.io import atomic_write_bytes, atomic_write_text  # noqa: E402
 
 SETTINGS = ("easy", "medium", "hard")
@@ -54,6 +54,8 @@ class Inputs:
     validation: dict | None = None
     validation_png: Path | None = None
     retrained: list[dict] = field(default_factory=list)  # metrics.json + "dir"
+    comparison: dict | None = None  # retrain/comparison.json (evolution.trust.compare_retrained)
+    trust: dict | None = None  # retrain/trust.json (evolution.trust.ranking_trust)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -64,7 +66,8 @@ class Inputs:
         return rows.iloc[0].to_dict() if len(rows) else None
 
 
-def _read_csv(path: Path, what: str, notes: list[str]) -> pd.DataFrame | None:
+def _read_csv(path: Path, what: str, notes: list[str], required: tuple[str, ...] = ()
+              ) -> pd.DataFrame | None:
     if not path.is_file():
         notes.append(f"{what}: {path} not found, skipped.")
         return None
@@ -72,6 +75,10 @@ def _read_csv(path: Path, what: str, notes: list[str]) -> pd.DataFrame | None:
         frame = pd.read_csv(path)
     except (ValueError, OSError) as err:  # empty or unreadable
         notes.append(f"{what}: {path} unreadable ({err}), skipped.")
+        return None
+    missing = [c for c in required if c not in frame]
+    if missing:
+        notes.append(f"{what}: {path} has no {missing[0]!r} column, skipped.")
         return None
     return frame
 
@@ -114,12 +121,13 @@ def collect(search_dir: str | Path, supernet_run: str | Path | None = None,
     inp = Inputs(search_dir)
     notes = inp.notes
     if (search_dir / "search.yaml").is_file():
-        inp.search = yaml.safe_load((search_dir / "search.yaml").read_text()) or {}
+        inp.search = load_yaml(search_dir / "search.yaml")  # errors name the file and line
     else:
         notes.append(f"search settings: {search_dir / 'search.yaml'} not found.")
     resolved = inp.search.get("resolved") or {}
-    inp.candidates = _read_csv(search_dir / "candidates.csv", "candidates", notes)
-    inp.pareto = _read_csv(search_dir / "pareto.csv", "Pareto front", notes)
+    columns = ("arch", "latency_ms")
+    inp.candidates = _read_csv(search_dir / "candidates.csv", "candidates", notes, columns)
+    inp.pareto = _read_csv(search_dir / "pareto.csv", "Pareto front", notes, columns)
     inp.ap_key = _ap_key(inp.search, inp.pareto if inp.pareto is not None else inp.candidates)
 
     run_dir = supernet_run or (Path(resolved["supernet"]).parent if resolved.get("supernet") else None)
@@ -150,6 +158,13 @@ def collect(search_dir: str | Path, supernet_run: str | Path | None = None,
     folders = sorted((inp.run_dir / "retrain").glob("*/")) if inp.run_dir else []
     inp.retrained = _retrained([p for p in folders if (p / "metrics.json").is_file()]
                                + [Path(p) for p in retrained], notes)
+    for name in ("comparison", "trust"):
+        path = inp.run_dir / "retrain" / f"{name}.json" if inp.run_dir else None
+        if path is not None and path.is_file():
+            try:
+                setattr(inp, name, json.loads(path.read_text()))
+            except ValueError as err:
+                notes.append(f"{path}: unreadable ({err}), skipped.")
     if not inp.retrained:
         notes.append("retrained models: none found (python retrain.py --pareto "
                      f"{search_dir / 'pareto.csv'} --pick best-under:<budget>); one-shot estimates "
@@ -422,6 +437,72 @@ def _validation_html(inp: Inputs) -> str:
     return "\n".join(parts)
 
 
+def plot_trust(inp: Inputs) -> bytes | None:
+    """One-shot AP vs retrained AP of the trust-check archs (pick and baseline marked)."""
+    if not inp.trust or not inp.trust.get("rows"):
+        return None
+    import matplotlib.pyplot as plt
+
+    rows = inp.trust["rows"]
+    fig, ax = plt.subplots(figsize=(5.2, 4.2), dpi=110)
+    for i, r in enumerate(rows):
+        kind = "pick" if i == 0 else "baseline" if i == 1 else "other"
+        ax.scatter(r["one_shot"], r["retrained"], s=60 if kind != "other" else 30,
+                   color={"pick": "tab:red", "baseline": "black", "other": "tab:blue"}[kind],
+                   label=kind if kind != "other" or i == 2 else None, zorder=3)
+    tau = inp.trust.get("tau")
+    ax.set(xlabel=f"one-shot {inp.trust.get('ap_key', 'AP')} (search)",
+           ylabel=f"retrained {inp.trust.get('ap_key', 'AP')}",
+           title=f"trust check: {inp.trust.get('verdict')}"
+                 + (f", Kendall tau {tau:.2f}" if isinstance(tau, float) else ""))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def _comparison_html(inp: Inputs) -> str:
+    c = inp.comparison
+    if not c:
+        return ('<p class="note">no pick-vs-baseline comparison (pipeline.py retrains both with the '
+                'same budget and writes retrain/comparison.json)</p>')
+
+    def ap(d: dict) -> str:
+        return f"{d['value']:.4f} [{d['lo']:.4f}, {d['hi']:.4f}]"
+
+    rows = "".join(
+        f"<tr><td>{name}</td><td><code>{html.escape(c[name]['arch'])}</code></td>"
+        f"<td>{c[name]['measured_ms']:.3f}</td>" + "".join(f"<td>{ap(c[name]['ap'][k])}</td>"
+                                                          for k in ("easy", "medium", "hard", "mean"))
+        + "</tr>" for name in ("pick", "baseline"))
+    d = c["pick_minus_baseline"]
+    rows += ("<tr><td><b>pick - baseline</b></td><td></td>"
+             f"<td>speed-up {c['speedup']:.2f}x</td>"
+             + "".join(f"<td>{d[k]['value']:+.4f} [{d[k]['lo']:+.4f}, {d[k]['hi']:+.4f}]</td>"
+                       for k in ("easy", "medium", "hard", "mean")) + "</tr>")
+    cls = "meta" if c.get("ap_not_lower") else "note"
+    return (f"<p class={cls}><b>{html.escape(c['verdict'])}</b>. Both retrained with the same budget "
+            f"and scored on the same {c['images']} val images; intervals: 95% paired bootstrap over "
+            f"images ({c['resamples']} resamples).</p><table><tr><th></th><th>arch</th>"
+            "<th>measured ms</th><th>Easy AP</th><th>Medium AP</th><th>Hard AP</th><th>mean</th></tr>"
+            + rows + "</table>")
+
+
+def _trust_html(inp: Inputs) -> str:
+    t = inp.trust
+    if not t:
+        return '<p class="note">no trust check (pipeline.py --trust-archs N writes retrain/trust.json)</p>'
+    head = (f"<p class=meta>{t['n']} archs retrained with the same budget; Kendall tau between their "
+            "one-shot AP (search) and retrained AP")
+    if "tau" in t:
+        head += (f": <b>{t['tau']:.2f}</b> (95% bootstrap interval [{t['tau_lo']:.2f}, "
+                 f"{t['tau_hi']:.2f}]), Spearman {t['rho']:.2f}")
+    head += f". Verdict: <b>{html.escape(t['verdict'])}</b>.</p>"
+    if t.get("advice"):
+        head += f'<div class="note">warning: {html.escape(t["advice"])}</div>'
+    return head
+
+
 def render_html(inp: Inputs, figures: dict[str, bytes | None], baseline_kind: str) -> str:
     s = inp.search.get("search") or {}
     r = inp.search.get("resolved") or {}
@@ -453,6 +534,9 @@ def render_html(inp: Inputs, figures: dict[str, bytes | None], baseline_kind: st
             + ("" if any(m.get("baseline") for m in inp.retrained) or not inp.retrained else
                " The baseline has not been retrained (python retrain.py --arch baseline): "
                "its one-shot estimate is in the front table.") + "</p>", "nothing to compare")
+    section("Pick vs baseline, retrained", None, _comparison_html(inp))
+    section("Can the one-shot ranking be trusted here?", "trust", _trust_html(inp),
+            "no trust-check archs")
     section("Supernet training", "training", missing="no supernet log.csv / evals.csv")
     section("Latency table validation", None, _validation_html(inp)
             or '<p class="note">no validation found beside the table</p>')
@@ -473,7 +557,7 @@ def build_report(search_dir: str | Path, supernet_run: str | Path | None = None,
     out = Path(out) if out else inp.search_dir / "report.html"
     baseline_png, kind = plot_baseline(inp)
     figures = {"pareto": plot_pareto_retrained(inp), "training": plot_training(inp),
-               "baseline": baseline_png}
+               "baseline": baseline_png, "trust": plot_trust(inp)}
     for key, png in figures.items():
         if png is not None:
             atomic_write_bytes(out.parent / f"report_{key}.png", png)

@@ -7,6 +7,8 @@ Run directory (every file written atomically):
     pareto.png       (run_search) AP vs latency: candidates by generation, front, budget, baseline
     search.yaml      the resolved SearchConfig + derived values (budget_ms, hv_reference, ...)
     checkpoint.json  the algorithm's state after the last completed generation (for resume=True)
+    surrogate.csv    (surrogate: true) per generation: Kendall tau of the surrogate's predicted AP
+                     against the real AP of the candidates it chose
 
     >>> result = run_search(space, evaluate, latency, config, "runs/search", input_size=(320, 320),
     ...                     baseline=space.baseline)  # doctest: +SKIP
@@ -26,8 +28,8 @@ import yaml
 from evolution.archive import Archive
 from evolution.budget import check_budget, parse_budget
 from evolution.config import SearchConfig
-from evolution.engine import (CANDIDATES, CHECKPOINT, LEGACY_CHECKPOINT, EncodedProblem, ObjectiveFn,
-                              optimize, vector_key)
+from evolution.engine import (CANDIDATES, CHECKPOINT, LEGACY_CHECKPOINT, SURROGATE_LOG, EncodedProblem,
+                              ObjectiveFn, optimize, vector_key)
 from evolution.operators import identity
 from evolution.pareto import feasible_front, hypervolume, nondominated
 from evolution.plots import plot_pareto
@@ -64,7 +66,8 @@ class SearchResult:
         return "\n".join(lines)
 
 
-SEARCH_FILES = (CANDIDATES, "pareto.csv", "pareto.png", "search.yaml", CHECKPOINT, LEGACY_CHECKPOINT)
+SEARCH_FILES = (CANDIDATES, "pareto.csv", "pareto.png", "search.yaml", CHECKPOINT, LEGACY_CHECKPOINT,
+                SURROGATE_LOG)
 
 
 def _open_run(out_dir: str | Path, resume: bool, key_name: str,

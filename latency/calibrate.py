@@ -29,6 +29,7 @@ from latency.measure import calibration_record
 from latency.parts import Detector, export_onnx
 from latency.table import LatencyTable, read_meta, write_meta
 from supernet.experiment import Experiment
+from supernet.lock import LockError, hold_file_lock
 from supernet.space import Arch, SearchSpace
 
 
@@ -162,7 +163,11 @@ def main(argv: list[str] | None = None) -> int:
     exp = experiment_of(args.table, args.config, args.set)
     lat = exp.section("latency", LatencyConfig)
     det = exp.section("detector", DetectorConfig)
-    record = calibrate_table(args.table, exp, lat, det, args.n or lat.calibration_archs)
+    try:
+        with hold_file_lock(args.table):  # the sidecar's one writer
+            record = calibrate_table(args.table, exp, lat, det, args.n or lat.calibration_archs)
+    except LockError as err:
+        raise SystemExit(f"error: {err}") from None
     print(json.dumps({k: record[k] for k in ("a", "b", "n", "fit_mape")}))
     return 0
 

@@ -158,6 +158,9 @@ def _now() -> str:
 def _write_json(path: Path, data: dict) -> None:
     """Atomic write (temp file + os.replace): a kill leaves the old file or the new one."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    umask = os.umask(0)  # mkstemp makes 0600: give the results the mode any user file gets
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)
     try:
         with os.fdopen(fd, "w") as f:
             json.dump(data, f, indent=1, allow_nan=True)

@@ -35,6 +35,7 @@ from latency.parts import export_entry
 from latency.table import (TABLE_COLUMNS, detector_meta, fit_affine, meta_path, read_meta,
                            write_meta, write_table)
 from supernet.experiment import Experiment
+from supernet.lock import LockError, hold_file_lock
 
 TABLE_FORMAT = "facenas-latency-table/1"
 
@@ -76,6 +77,11 @@ def _same_setup(old: dict, new: dict) -> str | None:
     return None
 
 
+def _valid_ms(value) -> bool:
+    value = pd.to_numeric(value, errors="coerce")
+    return bool(np.isfinite(value) and value >= 0)
+
+
 def summarize_cv(frame: pd.DataFrame) -> dict:
     cv = frame["cv"].to_numpy(dtype=float)
     out = {"median": float(np.median(cv)), "p90": float(np.percentile(cv, 90)),
@@ -108,7 +114,8 @@ def measure_table(entries: list[Entry], out: str | Path, meta: dict, det: Detect
             raise ValueError(f"{out} was measured with another setup ({reason}); "
                              "pass --force to re-measure or choose another --out")
         wanted = {e.key for e in entries}
-        rows = [r for r in pd.read_csv(out).to_dict("records") if r["key"] in wanted]
+        rows = [r for r in pd.read_csv(out).to_dict("records") if r["key"] in wanted
+                and _valid_ms(r["median_ms"])]  # a NaN or negative entry is measured again
         build_seconds = float(old_meta.get("build_seconds", 0.0))
         if len(rows) == len(entries):
             meta["calibration"] = old_meta.get("calibration", meta["calibration"])
@@ -204,8 +211,9 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     try:
-        return _run(args)
-    except (ValueError, TypeError, FileNotFoundError, KeyError) as err:
+        with hold_file_lock(args.out):  # one writer per table
+            return _run(args)
+    except (ValueError, TypeError, FileNotFoundError, KeyError, LockError) as err:
         raise SystemExit(f"error: {err}") from None
 
 

@@ -38,9 +38,13 @@ def read_meta(table_path: str | Path) -> dict:
         raise FileNotFoundError(f"latency table sidecar not found: {path} (written beside the CSV "
                                 "by latency.measure)")
     try:
-        return json.loads(path.read_text())
-    except ValueError as err:
+        meta = json.loads(path.read_text())
+    except ValueError as err:  # UnicodeDecodeError included
         raise ValueError(f"{path}: not a latency table sidecar (not JSON: {err})") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path}: not a latency table sidecar (a JSON {type(meta).__name__}, "
+                         "expected an object)")
+    return meta
 
 
 def write_meta(table_path: str | Path, meta: dict) -> None:
@@ -85,6 +89,25 @@ def check_meta(meta: dict, space: SearchSpace, cfg: DetectorConfig, source: str)
                              "python -m latency.measure")
 
 
+def check_timings(frame: pd.DataFrame, meta: dict, source: str) -> None:
+    """ValueError naming the rows whose median_ms is not a finite number >= 0 (a NaN would make
+    every latency NaN, a negative one would put archs below 0 ms), or a non-finite calibration."""
+    median = pd.to_numeric(frame["median_ms"], errors="coerce").to_numpy(dtype=np.float64)
+    bad = np.flatnonzero(~(np.isfinite(median) & (median >= 0)))
+    if len(bad):
+        rows = ", ".join(f"line {i + 2} ({frame['key'].iloc[i]}: '{frame['median_ms'].iloc[i]}')"
+                         for i in bad[:3])
+        raise ValueError(f"latency table {source}: median_ms must be a finite number >= 0; "
+                         f"{len(bad)} bad row(s): {rows}; re-run python -m latency.measure on it "
+                         "to measure them again")
+    cal = meta.get("calibration") or {}
+    for name in ("a", "b"):
+        value = cal.get(name, 0.0)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+            raise ValueError(f"{meta_path(source)}: calibration.{name} must be a finite number, "
+                             f"got {value!r}; re-run python -m latency.calibrate")
+
+
 class LatencyTable:
     """Median latencies of every entry; `predict(arch)` adds up an arch's entries."""
 
@@ -105,10 +128,15 @@ class LatencyTable:
                                     "python -m latency.measure --config ... --out ...)")
         meta = read_meta(path)
         check_meta(meta, space, cfg, str(path))
-        frame = pd.read_csv(path)
+        try:
+            frame = pd.read_csv(path)
+        except ValueError as err:  # empty, ragged rows, not UTF-8
+            detail = str(err).strip().splitlines()[0]
+            raise ValueError(f"latency table {path}: not a readable CSV ({detail})") from None
         missing = [c for c in ("key", "median_ms") if c not in frame.columns]
         if missing:
             raise ValueError(f"latency table {path}: missing column {missing[0]!r}")
+        check_timings(frame, meta, str(path))
         return cls(frame, meta, space, cfg, str(path))
 
     # -- lookup ---------------------------------------------------------------------------------

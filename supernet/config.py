@@ -18,6 +18,7 @@ that name the file and the key, e.g.::
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -25,18 +26,57 @@ from typing import Any, TypeVar
 
 import yaml
 
+from supernet.io import read_text
+
 T = TypeVar("T")
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last one
+    silently, so a second ``train:`` section would drop the first one's settings)."""
+
+    source = "<yaml>"
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            first: dict = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue  # `<<: *anchor` merges may be overridden by explicit keys
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                try:
+                    if key in first:
+                        raise ValueError(f"{self.source}:{line}: duplicate key {key!r} (first on "
+                                         f"line {first[key]}); give each key once")
+                    first[key] = line
+                except TypeError:  # an unhashable key: SafeConstructor reports it
+                    pass
+        return super().construct_mapping(node, deep)
+
+
+def parse_yaml(text: str, source: str, lines: bool = True) -> Any:
+    """YAML `text` (safe types only); a syntax error or a duplicate key is a one-line ValueError
+    naming `source` (and the line, if `lines`)."""
+    loader = _StrictLoader(text)
+    loader.source = source
+    try:
+        return loader.get_single_data()
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark is not None and lines else source
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ValueError(f"{where}: not valid YAML: {problem}") from None
+    finally:
+        loader.dispose()
+
+
 def load_yaml(path: str | Path) -> dict:
-    """Read a YAML mapping; errors name the file."""
+    """Read a YAML mapping; errors name the file (and the line)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ValueError(f"{path}: not valid YAML: {err}") from err
+    data = parse_yaml(read_text(path), str(path))
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -89,6 +129,8 @@ def _check_type(value: Any, hint: Any, where: str) -> Any:
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise TypeError(f"{where}: expected a number, got {type(value).__name__} {value!r}")
+        if not math.isfinite(value):  # YAML .nan / .inf: never a meaningful setting
+            raise ValueError(f"{where}: expected a finite number, got {value!r}")
         return float(value)
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -155,5 +197,5 @@ def apply_overrides(data: dict, overrides: list[str], where: str = "--set") -> d
                 raise ValueError(f"{where}: {dotted!r}: {key!r} is not a section")
             node[key] = child = dict(child)
             node = child
-        node[keys[-1]] = yaml.safe_load(raw)
+        node[keys[-1]] = parse_yaml(raw, f"{where} {item!r}", lines=False)
     return data

@@ -2,6 +2,7 @@
 
     name: default
     space: space.yaml          # path relative to this file, or an inline space mapping
+    supernet: {...}            # supernet.net.SupernetConfig (weight sharing)
     detector: {...}            # detection.config.DetectorConfig
     data: {...}                # detection.config.DataConfig
     train: {...}               # detection.config.TrainConfig
@@ -25,7 +26,7 @@ from supernet.config import apply_overrides, from_dict, load_yaml
 from supernet.space import SearchSpace
 
 T = TypeVar("T")
-SECTIONS = ("detector", "data", "train", "latency", "search", "retrain")
+SECTIONS = ("supernet", "detector", "data", "train", "latency", "search", "retrain")
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,26 @@ class _Sampler:
                                            index.get(f"s{st.index}.depth"), st.depths, layers))
         self.counts: dict[str, np.ndarray] = {v.name: np.zeros(v.n_choices, dtype=np.int64)
                                               for v in space.variables}
+        self._largest = space.encode(space.largest())
+        self.forced: dict[int, int] = {}  # variable index -> choice (factors not yet elastic)
+        self.pending: list[str] = []  # paths of the last step not yet handed out by next_path
+
+    def restrict(self, elastic: frozenset[str] | None) -> None:
+        """Sample only the factors in `elastic` (``op``, ``kernel``, ``se``, ``width``, ``depth``);
+        every other variable takes its largest choice (progressive shrinking, OFA). None = all.
+
+        Forced variables draw nothing from the RNG or decks, so strict fairness still holds
+        exactly among the choices of the elastic factors.
+        """
+        self.forced = {} if elastic is None else {
+            i: int(self._largest[i]) for i, v in enumerate(self.space.variables)
+            if v.name.rsplit(".", 1)[-1] not in elastic}
+
+    def next_path(self) -> Arch:
+        """One path at a time: the paths of `step()` handed out in order (each on its own batch)."""
+        if not self.pending:
+            self.pending = [str(a) for a in self.step()]
+        return self.space.parse(self.pending.pop(0))
 
     def _record(self, x: np.ndarray) -> None:
         """Count the active choices of encoding `x`."""
@@ -77,7 +97,8 @@ class _Sampler:
         """Plain Python data (JSON-serializable): RNG state, steps, counts (+ decks)."""
         return {"kind": type(self).__name__, "space": self.space.fingerprint(), "seed": self.seed,
                 "steps": self.steps, "rng": copy.deepcopy(self.rng.bit_generator.state),
-                "counts": {k: v.tolist() for k, v in self.counts.items()}, **self._extra_state()}
+                "counts": {k: v.tolist() for k, v in self.counts.items()},
+                "pending": list(self.pending), **self._extra_state()}
 
     def load_state_dict(self, state: dict) -> None:
         if state.get("kind") != type(self).__name__:
@@ -90,6 +111,7 @@ class _Sampler:
         self.seed, self.steps = state["seed"], state["steps"]
         self.rng.bit_generator.state = copy.deepcopy(state["rng"])
         self.counts = {k: np.array(v, dtype=np.int64) for k, v in state["counts"].items()}
+        self.pending = list(state.get("pending", []))
         self._load_extra_state(state)
 
 
@@ -100,6 +122,8 @@ class UniformSampler(_Sampler):
 
     def step(self) -> list[Arch]:
         x = self.rng.integers(0, self.space.choices)
+        for i, choice in self.forced.items():
+            x[i] = choice
         self._record(x)
         self.steps += 1
         return [self.space.decode(x)]
@@ -152,6 +176,8 @@ class StrictFairSampler(_Sampler):
         self.decks: dict[str, list[int]] = {v.name: [] for v in space.variables}
 
     def _draw(self, i: int) -> int:
+        if i in self.forced:
+            return self.forced[i]
         var = self.space.variables[i]
         deck = self.decks[var.name]
         if not deck:
@@ -180,3 +206,66 @@ class StrictFairSampler(_Sampler):
 
     def _load_extra_state(self, state: dict) -> None:
         self.decks = {k: list(v) for k, v in state["decks"].items()}
+
+
+SHRINK_ORDER = (("kernel",), ("depth",), ("width",), ("op", "se"))  # OFA's order, then op and SE
+
+
+class PathSchedule:
+    """Which paths each optimizer step trains: warm start, progressive shrinking, sandwich.
+
+    Over a run of `total` steps (fractions of it):
+
+    * ``[0, warm)``: the largest path only (OFA's full network first). With `ElasticBlock`
+      nesting every smaller path is a slice of it, so all of them start from trained weights
+      instead of each op learning from scratch on 1/n of the steps;
+    * ``[warm, warm + shrink)``: progressive shrinking: the factors of `SHRINK_ORDER` become
+      elastic one group at a time (kernel, then + depth, + width, + op and SE), in equal parts;
+      the others stay at their largest choice;
+    * then every factor is sampled by `sampler`.
+
+    Each step trains ``sampler.step()`` (all m strict-fair paths on one batch, one update), or
+    with `own_batches` one path of it (the m paths on m batches with m updates, so strict fairness
+    gets as many updates as uniform sampling at equal compute). `sandwich` (BigNAS) trains the
+    largest and the smallest path of the current phase plus two sampled ones on each batch; the
+    largest comes first so it can be the teacher of in-place distillation (`train.distill`).
+    Stateless apart from `sampler`, whose state (RNG, decks, pending paths) resumes a run exactly.
+    """
+
+    def __init__(self, sampler: _Sampler, total: int, warm: float = 0.0, shrink: float = 0.0,
+                 sandwich: bool = False, own_batches: bool = False):
+        if not (0 <= warm and 0 <= shrink and warm + shrink <= 1):
+            raise ValueError(f"need 0 <= warm, shrink and warm + shrink <= 1, got {warm}, {shrink}")
+        self.sampler, self.total = sampler, max(1, total)
+        self.warm, self.shrink = warm, shrink
+        self.sandwich, self.own_batches = sandwich, own_batches
+        space = sampler.space
+        self._largest, self._smallest = space.largest(), space.encode(space.smallest())
+
+    def elastic(self, step: int) -> frozenset[str] | None:
+        """The factors sampled at `step` (empty: the largest path; None: every factor)."""
+        p = step / self.total
+        if p < self.warm:
+            return frozenset()
+        if p < self.warm + self.shrink:
+            k = int((p - self.warm) / self.shrink * len(SHRINK_ORDER))
+            return frozenset(f for group in SHRINK_ORDER[:k + 1] for f in group)
+        return None
+
+    def _smallest_now(self) -> Arch:
+        x = self._smallest.copy()
+        for i, choice in self.sampler.forced.items():
+            x[i] = choice
+        return self.sampler.space.decode(x)
+
+    def paths(self, step: int) -> list[Arch]:
+        elastic = self.elastic(step)
+        if elastic is not None and not elastic:
+            return [self._largest]
+        self.sampler.restrict(elastic)
+        if self.sandwich:
+            return [self._largest, self._smallest_now(), self.sampler.next_path(),
+                    self.sampler.next_path()]
+        if self.own_batches:
+            return [self.sampler.next_path()]
+        return self.sampler.step()

@@ -7,6 +7,8 @@ what the resumed one redoes: at most one checkpoint interval, one generation, on
 kill each artifact must parse (no half-written file); after the last resume no temp file is left
 and the outputs equal an uninterrupted run (bitwise where CPU runs are deterministic; latency
 values are timings, so there only the keys and the entries measured before each kill are compared).
+The whole pipeline.py is also stopped (SIGKILL or Ctrl-C) in the first second of every stage and
+rerun each time, without flags, until it completes.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -429,3 +432,81 @@ def test_a_single_nonfinite_loss_is_skipped(tmp_path, monkeypatch):
         summary = main(_nan_args(tmp_path / "run"))
     assert summary["steps"] == 5  # six batches, one skipped
     assert pd.read_csv(tmp_path / "run" / "log.csv")["loss"].notna().all()
+
+
+# -- pipeline.py: killed or interrupted anywhere ---------------------------------------------------
+INTERRUPTED = "interrupted: run the same python pipeline.py command again to resume"
+STAGE_LINE = re.compile(r"== (.+)")  # "== search" when it starts, "== search: 1.5 s" when done
+
+
+def _pipeline(tmp: Path, cache: Path, n: int) -> tuple[subprocess.Popen, Path, Path]:
+    """Start the whole tiny pipeline in `tmp` (its runs/ folder); stdout and stderr files."""
+    out, err = tmp / f"pipeline{n}.out", tmp / f"pipeline{n}.err"
+    env = {**os.environ, "FACENAS_CACHE": str(cache), "OMP_NUM_THREADS": "1"}
+    with open(out, "wb") as o, open(err, "wb") as e:
+        proc = subprocess.Popen([sys.executable, str(ROOT / "pipeline.py"), "--config", str(TINY),
+                                 "--latency-budget", "0.1ms", "--retrain-epochs", "1"],
+                                cwd=tmp, env=env, stdout=o, stderr=e)
+    return proc, out, err
+
+
+def _started(out: Path) -> list[str]:
+    return [m[1] for line in _lines(out) if (m := STAGE_LINE.fullmatch(line)) and ": " not in m[1]]
+
+
+def _next_stage(proc: subprocess.Popen, out: Path, done: set[str]) -> str | None:
+    """Wait until a stage not in `done` starts; None if the pipeline ends first."""
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        fresh = [s for s in _started(out) if s not in done]
+        if fresh:
+            return fresh[0]
+        if proc.poll() is not None:
+            return None
+        time.sleep(0.01)
+    pytest.fail(f"no new stage within 300 s: {_started(out)}")
+
+
+def _stop(proc: subprocess.Popen, out: Path, err: Path, delay: float, sig: int) -> None:
+    """Send `sig` after `delay` s; Ctrl-C must end with one line and no traceback."""
+    time.sleep(delay)
+    if proc.poll() is not None:
+        pytest.fail(f"pipeline ended (code {proc.returncode}) before the kill:\n{err.read_text()[-3000:]}")
+    os.kill(proc.pid, sig)
+    code = proc.wait(timeout=120)
+    finished = '"seconds"' in out.read_text()  # the work was all done: stopped while exiting
+    if sig == signal.SIGINT and not finished:
+        text = err.read_text()
+        assert code == 130 and "Traceback" not in text, text[-3000:]
+        assert text.rstrip("\n").splitlines()[-1] == INTERRUPTED
+
+
+@pytest.mark.slow
+def test_pipeline_resumes_after_sigkill_or_ctrl_c_at_any_moment(tmp_path, cache):
+    """Stopped at a random moment of its first seconds (imports, data), then within the first
+    second of every stage in turn, alternating Ctrl-C and SIGKILL: a plain rerun always continues
+    and finally completes."""
+    rng = random.Random(0)
+    run, killed, n = tmp_path / "runs" / "tiny", set(), 0
+    proc, out, err = _pipeline(tmp_path, cache, n)
+    _stop(proc, out, err, rng.uniform(0, 6), signal.SIGINT)
+    while True:
+        n += 1
+        proc, out, err = _pipeline(tmp_path, cache, n)
+        stage = _next_stage(proc, out, killed)
+        if stage is None:  # every stage was stopped once: this run completed
+            break
+        killed.add(stage)
+        _stop(proc, out, err, rng.uniform(0, 1), signal.SIGKILL if n % 2 else signal.SIGINT)
+        if run.exists():
+            assert_artifacts_whole(run)
+    assert proc.wait() == 0, err.read_text()[-3000:]
+    assert len(killed) >= 5, killed  # train, latency, search, retrain, report at least
+    assert_no_temp_files(run)
+    pareto = pd.read_csv(run / "search" / "pareto.csv")
+    retrained = {json.loads(p.read_text())["arch"] for p in (run / "retrain").glob("*/metrics.json")}
+    assert retrained & set(pareto["arch"])
+    assert (run / "search" / "report.html").stat().st_size > 10_000
+    # the search was stopped too, yet its archive is that of one uninterrupted run
+    candidates = pd.read_csv(run / "search" / "candidates.csv")
+    assert candidates["arch"].is_unique and candidates["generation"].max() == 1

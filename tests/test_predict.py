@@ -43,3 +43,18 @@ def test_supernet_checkpoint_needs_an_arch(tmp_path, monkeypatch):
     with pytest.raises(SystemExit, match="needs --arch"):
         predict(["--weights", str(tmp_path / "run" / "supernet.pt"), "--images", str(tmp_path),
                  "--out", str(tmp_path / "pred")])
+
+
+def test_a_retrained_model_predicts(tmp_path, monkeypatch):
+    """retrain.py's model.pt (its config records the arch) is what predict takes, without --arch."""
+    from retrain import main as retrain
+
+    monkeypatch.setenv("FACENAS_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "retrain"
+    retrain(["--arch", "baseline", "--config", str(TINY), "--out", str(out), "--no-progress",
+             "--epochs", "1", "--eval-images", "2", "--set", "train.eval_images=0"])
+    (root,) = (tmp_path / "cache").glob("synth-*")
+    images = root / "WIDER_val" / "images"
+    n = predict(["--weights", str(out / "model.pt"), "--images", str(images),
+                 "--out", str(tmp_path / "pred"), "--size", "96", "--no-progress"])
+    assert n == len(list(images.rglob("*.jpg"))) == len(read_predictions(tmp_path / "pred"))

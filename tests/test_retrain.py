@@ -55,10 +55,22 @@ def test_pick_rules(pareto):
     assert pick_from_pareto(frame, "2", "ap_mean")["latency_ms"] == 3.0
 
 
+def test_fastest_not_worse_pick():
+    frame = pd.DataFrame({"arch": list("abcd"), "latency_ms": [1.0, 2.0, 3.0, 4.0],
+                          "ap_mean": [0.2, 0.5, 0.6, 0.9]})
+    # the fastest row whose one-shot AP reaches the baseline's
+    assert pick_from_pareto(frame, "fastest-not-worse", "ap_mean", 0.5)["arch"] == "b"
+    assert pick_from_pareto(frame, "fastest-not-worse", "ap_mean", 0.55)["arch"] == "c"
+    with pytest.raises(ValueError, match="no Pareto row reaches the baseline"):
+        pick_from_pareto(frame, "fastest-not-worse", "ap_mean", 0.95)
+    with pytest.raises(ValueError, match="needs the baseline's one-shot AP"):
+        pick_from_pareto(frame, "fastest-not-worse", "ap_mean", None)
+
+
 @pytest.mark.parametrize("pick, message", [
     ("best-under:0.5ms", "no Pareto row is under 0.5 ms"),
     ("7", "the front has only 4 rows"),
-    ("fastest-ish", "expected a row number, 'best' or 'best-under:<budget>'"),
+    ("fastest-ish", "expected a row number, 'best', 'best-under:<budget>'"),
     ("best-under:soon", "cannot parse latency budget"),
 ])
 def test_bad_pick_is_a_clear_error(pareto, tmp_path, pick, message):

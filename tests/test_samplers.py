@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from supernet.net import Supernet
-from supernet.samplers import StrictFairSampler, UniformSampler
+from supernet.samplers import PathSchedule, StrictFairSampler, UniformSampler
 
 
 def _recount(space, archs, counts=None) -> dict[str, np.ndarray]:
@@ -68,7 +68,7 @@ def test_strict_fairness(tiny_space):
 
 def test_every_op_trained_every_step(tiny_space):
     torch.manual_seed(0)
-    net = Supernet(tiny_space).train()
+    net = Supernet(tiny_space, sharing="separate").train()
     opt = torch.optim.SGD(net.parameters(), lr=0.1)
     sampler = StrictFairSampler(tiny_space, seed=1)
     x = torch.randn(2, 3, 64, 64)
@@ -131,3 +131,53 @@ def test_state_dict_resumes_identically(tiny_space, cls):
     other = UniformSampler if cls is StrictFairSampler else StrictFairSampler
     with pytest.raises(ValueError, match="sampler"):
         other(tiny_space, seed=0).load_state_dict(state)
+
+
+def test_path_schedule_phases(tiny_space):
+    """Warm start on the largest path, progressive shrinking (kernel, depth, width, op+SE), then all."""
+    sampler = StrictFairSampler(tiny_space, seed=0)
+    sched = PathSchedule(sampler, total=100, warm=0.2, shrink=0.4)
+    assert sched.paths(0) == [tiny_space.largest()] and sched.paths(19) == [tiny_space.largest()]
+    largest = tiny_space.encode(tiny_space.largest())
+    names = [v.name.rsplit(".", 1)[-1] for v in tiny_space.variables]
+    for step, elastic in ((20, {"kernel"}), (35, {"kernel", "depth"}), (45, {"kernel", "depth", "width"}),
+                          (55, {"kernel", "depth", "width", "op", "se"})):
+        assert sched.elastic(step) == frozenset(elastic)
+        for arch in sched.paths(step):
+            x = tiny_space.encode(arch)
+            # layers past a sampled depth encode as 0: compare the stage-level variables, and
+            # the op/SE of the blocks that are there
+            fixed = [i for i, n in enumerate(names) if n not in elastic and n in ("width", "depth")]
+            assert np.array_equal(x[fixed], largest[fixed]), (step, str(arch))
+            if "op" not in elastic:
+                assert all(b.op_name == "ir6" and b.se > 0 for b in arch.blocks[1:]), str(arch)
+    assert sched.elastic(61) is None and len(sched.paths(61)) == sampler.m
+    # strict fairness still holds among the elastic factors: kernels of an always-present layer
+    sampler = StrictFairSampler(tiny_space, seed=0)
+    sched = PathSchedule(sampler, total=10, shrink=1.0)
+    for step in range(2):  # kernel-only phase
+        sched.paths(step)
+    kernel = next(n for n in sampler.counts if n.endswith("l0.kernel"))
+    assert len(set(sampler.counts[kernel])) == 1 and sampler.counts[kernel][0] > 0
+
+
+def test_own_batches_and_sandwich(tiny_space):
+    sampler = StrictFairSampler(tiny_space, seed=0)
+    sched = PathSchedule(sampler, total=100, own_batches=True)
+    paths = [sched.paths(s) for s in range(sampler.m)]
+    assert all(len(p) == 1 for p in paths) and sampler.steps == 1  # one fair step on m batches
+    reference = StrictFairSampler(tiny_space, seed=0).step()
+    assert [p[0] for p in paths] == reference
+    # resume in the middle of a step: the pending paths are part of the state
+    sampler = StrictFairSampler(tiny_space, seed=3)
+    sampler.next_path()
+    state = sampler.state_dict()
+    rest = [sampler.next_path() for _ in range(sampler.m)]
+    resumed = StrictFairSampler(tiny_space, seed=3)
+    resumed.load_state_dict(state)
+    assert [resumed.next_path() for _ in range(sampler.m)] == rest
+    sched = PathSchedule(UniformSampler(tiny_space, seed=0), total=10, sandwich=True)
+    paths = sched.paths(5)
+    assert len(paths) == 4 and paths[0] == tiny_space.largest() and paths[1] == tiny_space.smallest()
+    with pytest.raises(ValueError):
+        PathSchedule(sampler, total=10, warm=0.7, shrink=0.5)

@@ -41,7 +41,7 @@ def _loss(feats: list[torch.Tensor]) -> torch.Tensor:
 @pytest.fixture(scope="module")
 def tiny_net(tiny_space) -> Supernet:
     torch.manual_seed(0)
-    return Supernet(tiny_space)
+    return Supernet(tiny_space, sharing="separate")  # one set of weights per op (path tests)
 
 
 def test_archs_run_with_right_shapes(tiny_space, tiny_net):
@@ -75,11 +75,13 @@ def test_forward_needs_an_active_arch(tiny_space):
         net.set_active(type(tiny_space.baseline)(outside))
 
 
-@pytest.mark.parametrize("space_name, n_samples", [("tiny_space", 5), ("default_space", 2)])
-def test_extract_equals_supernet(request, space_name, n_samples):
+@pytest.mark.parametrize("space_name, n_samples, sharing", [
+    ("tiny_space", 5, "separate"), ("tiny_space", 5, "nested"), ("tiny_space", 3, "nested_ir"),
+    ("default_space", 2, "nested")])
+def test_extract_equals_supernet(request, space_name, n_samples, sharing):
     space = request.getfixturevalue(space_name)
     torch.manual_seed(0)
-    net = Supernet(space)
+    net = Supernet(space, sharing=sharing)
     _randomize(net)
     net.eval()
     x = torch.randn(2, 3, 64, 64)
@@ -193,3 +195,31 @@ def test_recalibrate_bn_sets_batch_statistics(tiny_space):
             torch.testing.assert_close(m.running_var, before[f"{name}.running_var"])
     with pytest.raises(ValueError, match="no batch"):
         recalibrate_bn(model, arch, [])
+
+
+def test_nested_sharing_slices_one_set_of_weights(tiny_space):
+    """Full nesting: ir3 trains the first half of ir6's hidden channels, dw the first c_in
+    depthwise filters and projection columns; nothing else of the layer."""
+    torch.manual_seed(0)
+    net = Supernet(tiny_space, sharing="nested").train()
+    assert set(net.stages[1][0].keys()) == {"nested"}
+    layer = net.stages[1][0]["nested"]
+    base = [str(b) for b in tiny_space.baseline.blocks]
+    c_in = tiny_space.baseline.blocks[0].channels  # stem width (fixed) feeds stage 1
+    for op, mid in (("E3", 3 * c_in), ("D", c_in)):
+        arch = tiny_space.parse("-".join([base[0], f"{op}K3C8S2"] + base[2:]))
+        net.zero_grad(set_to_none=True)
+        net.set_active(arch)
+        _loss(net(torch.randn(2, 3, 64, 64))).backward()
+        spatial = layer.spatial.weight.grad
+        assert spatial[:mid, :, 2:5, 2:5].abs().sum() > 0
+        assert spatial[mid:].abs().sum() == 0 and spatial[:, :, :2].abs().sum() == 0
+        project = layer.project.weight.grad
+        assert project[:8, :mid].abs().sum() > 0 and project[:, mid:].abs().sum() == 0
+        expand = layer.expand.weight.grad
+        if op == "D":  # no expansion: the expand conv is not on the path
+            assert expand is None
+        else:
+            assert expand[:mid].abs().sum() > 0 and expand[mid:].abs().sum() == 0
+    with pytest.raises(ValueError, match="sharing"):
+        Supernet(tiny_space, sharing="everything")

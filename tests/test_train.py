@@ -33,7 +33,9 @@ def test_training_lowers_the_loss(tmp_path):
                "--set", "train.eval_images=0", "--set", "train.lr=0.01"))
     log = pd.read_csv(tmp_path / "run" / "log.csv")
     assert len(log) == 36 and (log["paths"] == 6).all()  # strict-fair: m = 6 paths per step
-    assert log["loss"].tail(6).mean() < 0.85 * log["loss"].head(6).mean()
+    # RetinaNet's prior bias starts every anchor at p = 0.01, so the loss no longer begins with the
+    # big drop of learning that faces are rare: what is left is learning the faces
+    assert log["loss"].tail(6).mean() < 0.9 * log["loss"].head(6).mean()
     ck = load_checkpoint(tmp_path / "run" / "supernet.pt")
     assert ck["kind"] == "supernet" and ck["state"]["step"] == 36
 
