@@ -48,10 +48,11 @@ class TrainConfig:
     precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; fp16 adds a gradient scaler, for CUDA)
     channels_last: bool = False  # NHWC memory format (faster convs on recent GPUs and some CPUs)
     # supernet training (supernet.samplers.PathSchedule; fractions of all optimizer steps)
-    path_batches: str = "shared"  # strict_fair: "shared" = m paths on one batch, one update;
-    #                                "own" = each path on its own batch with its own update
-    warm_fraction: float = 0.0  # largest path only (warm start, OFA)
-    shrink_fraction: float = 0.0  # progressive shrinking: kernel, depth, width, then op/SE elastic
+    # defaults chosen by the ablation of experiments/ranking.py (README, "Ranking correlation")
+    path_batches: str = "own"  # strict_fair: "own" = each of the m paths on its own batch with its
+    #                             own update; "shared" = the m paths on one batch, one update
+    warm_fraction: float = 0.2  # largest path only (warm start, OFA)
+    shrink_fraction: float = 0.3  # progressive shrinking: kernel, depth, width, then op/SE elastic
     sandwich: bool = False  # largest + smallest + 2 sampled paths per batch (BigNAS)
     distill: float = 0.0  # weight of in-place distillation from the largest path (with sandwich)
 

@@ -437,6 +437,19 @@ def _validation_html(inp: Inputs) -> str:
     return "\n".join(parts)
 
 
+def _latency_choices_html(inp: Inputs) -> str:
+    """Heatmap and tables of `latency.report.latency_report`: what each choice costs on the device."""
+    if inp.table is None or not inp.table.is_file():
+        return '<p class="note">no latency table</p>'
+    try:
+        from latency.report import latency_report
+
+        png, fragment = latency_report(inp.table)
+    except (ValueError, KeyError, FileNotFoundError, SystemExit) as err:
+        return f'<p class="note">latency report not available: {html.escape(str(err))}</p>'
+    return _img(png, "latency added per choice") + fragment
+
+
 def plot_trust(inp: Inputs) -> bytes | None:
     """One-shot AP vs retrained AP of the trust-check archs (pick and baseline marked)."""
     if not inp.trust or not inp.trust.get("rows"):
@@ -540,6 +553,7 @@ def render_html(inp: Inputs, figures: dict[str, bytes | None], baseline_kind: st
     section("Supernet training", "training", missing="no supernet log.csv / evals.csv")
     section("Latency table validation", None, _validation_html(inp)
             or '<p class="note">no validation found beside the table</p>')
+    section("Which choices are expensive on this device", None, _latency_choices_html(inp))
     section("Pareto front", None, _front_table(inp))
     notes = "".join(f'<div class="note">{html.escape(n)}</div>' for n in inp.notes)
     title = f"facenas search report: {inp.search_dir}"

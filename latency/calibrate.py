@@ -25,9 +25,10 @@ from tqdm import tqdm
 from detection.config import DetectorConfig
 from latency.config import LatencyConfig
 from latency.device_bench import device_info, make_session, time_session
-from latency.measure import calibration_record
-from latency.parts import Detector, export_onnx
-from latency.table import LatencyTable, read_meta, write_meta
+from latency.measure import calibration_record, open_session
+from latency.parts import Detector, export_onnx, reference_onnx
+from latency.robust import time_interleaved
+from latency.table import LatencyTable, experiment_of, read_meta, write_meta  # noqa: F401
 from supernet.experiment import Experiment
 from supernet.lock import LockError, hold_file_lock
 from supernet.space import Arch, SearchSpace
@@ -83,14 +84,24 @@ def measure_archs(space: SearchSpace, archs: Sequence[Arch], det: DetectorConfig
                   lat: LatencyConfig, desc: str = "end to end") -> list[dict]:
     """Time the whole detector of each arch end to end (random weights).
 
-    All sessions are built first, then timed in `lat.rounds` rounds, alternating forward and
-    backward order, so a burst of load from other processes hits every arch a little instead of a
-    contiguous band of the range. Returns per arch: median_ms (median of round medians), p90_ms,
-    cv (mean over rounds), round_cv (std / mean of the round medians) and rounds_ms.
+    All sessions are built first, then timed in `lat.rounds` rounds, so a burst of load from other
+    processes hits every arch a little instead of a contiguous band of the range. With
+    `lat.method` interleaved this is the table's own timing (`latency.robust.time_interleaved`:
+    random order per round, warmup and repeats split over the rounds, preempted time removed,
+    reference drift correction, the `lat.quantile` of the runs), so table and subnets share one
+    statistic; sequential: alternating order, full warmup + repeats per round, median of round
+    medians. Returns per arch: median_ms (the statistic), p90_ms, cv, round_cv (std / mean of the
+    per-round figures) and rounds_ms.
     """
-    sessions = [make_session(export_onnx(Detector(space, a, det), ((1, 3, *det.input_size),),
-                                         lat.opset), lat.threads, lat.provider)
-                for a in tqdm(archs, desc=f"{desc}: export", unit="subnet")]
+    models = [export_onnx(Detector(space, a, det), ((1, 3, *det.input_size),), lat.opset)
+              for a in tqdm(archs, desc=f"{desc}: export", unit="subnet")]
+    if lat.method == "interleaved":
+        runners = [open_session(m, lat) for m in models]
+        stats, _ = time_interleaved(runners, lat.rounds, lat.warmup, lat.repeats, lat.quantile,
+                                    open_session(reference_onnx(), lat), seed=lat.seed)
+        return [{"median_ms": st["median_ms"], "p90_ms": st["p90_ms"], "cv": st["cv"],
+                 "round_cv": st["pass_cv"], "rounds_ms": st["rounds_ms"]} for st in stats]
+    sessions = [make_session(m, lat.threads, lat.provider) for m in models]
     timings = [[] for _ in archs]
     with tqdm(total=lat.rounds * len(archs), desc=f"{desc}: timing", unit="run") as bar:
         for r in range(lat.rounds):
@@ -136,17 +147,6 @@ def calibrate_table(table_path: str | Path, exp: Experiment, lat: LatencyConfig,
     print(f"calibration on {n} subnets: measured = {record['a']:.4f} * raw + {record['b']:.4f} ms "
           f"(fit MAPE {record['fit_mape']:.2f}%) -> {table_path}.json")
     return record
-
-
-def experiment_of(table_path: str | Path, config: str | None, overrides: list[str]) -> Experiment:
-    """The experiment a table was built from (sidecar `config` + `overrides`) unless --config."""
-    meta = read_meta(table_path)
-    if config is None:
-        config = meta.get("config")
-        overrides = list(meta.get("overrides", [])) + list(overrides)
-        if not config or not Path(config).is_file():
-            raise SystemExit(f"{table_path}: sidecar config {config!r} not found; pass --config")
-    return Experiment.from_yaml(config, overrides)
 
 
 def get_args_parser() -> argparse.ArgumentParser:

@@ -17,15 +17,22 @@ from dataclasses import dataclass
 class LatencyConfig:
     threads: int = 1  # onnxruntime intra_op_num_threads; 1 = no thread pool, least noise
     warmup: int = 10  # untimed runs per entry (first runs allocate and fill caches)
-    repeats: int = 50  # timed runs per entry: the table keeps their median and p90
+    repeats: int = 50  # timed runs per entry (split over the rounds): the table keeps a quantile
     passes: int = 1  # >1: re-time each entry this many times, pass_cv = run-to-run variation
     opset: int = 17
     provider: str = "CPUExecutionProvider"
     # "wall" = elapsed time. "cpu" = process CPU time: ignores time preempted by other processes,
     # for building a table on a shared busy machine; only meaningful with threads: 1
     clock: str = "wall"
+    # "interleaved": entries timed in rounds, low quantile, preempted time removed, drift corrected
+    # against a reference workload (latency.robust explains why). "sequential": the old method, one
+    # entry at a time (warmup, then repeats), median; kept to compare against
+    method: str = "interleaved"
+    quantile: float = 0.2  # interleaved: the table's figure is this quantile of an entry's runs
+    max_noise: float = 0.02  # interleaved: warn when the reference workload's CV exceeds this
     flush_every: int = 20  # rewrite the CSV after this many new entries (a kill loses at most this)
-    rounds: int = 3  # whole subnets are timed in this many interleaved rounds (load drift spreads)
+    rounds: int = 5  # interleaved rounds over the entries (and over whole subnets; sequential: 3 is
+    # plenty there); warmup and repeats are split over them
     calibration_archs: int = 20  # whole subnets measured end to end to fit the affine correction
     validation_archs: int = 30  # whole subnets for `latency.validate` (other seed, disjoint)
     pool_size: int = 2000  # archs sampled to pick calibration/validation subnets spread in latency
@@ -40,6 +47,12 @@ class LatencyConfig:
         if self.clock == "cpu" and self.threads != 1:
             raise ValueError("latency.clock 'cpu' adds up the CPU time of all threads: "
                              f"use it with threads: 1, not {self.threads}")
+        if self.method not in ("interleaved", "sequential"):
+            raise ValueError(f"latency.method must be 'interleaved' or 'sequential', got {self.method!r}")
+        if not 0 < self.quantile <= 1:
+            raise ValueError(f"latency.quantile must be in (0, 1], got {self.quantile}")
+        if not self.max_noise > 0:
+            raise ValueError(f"latency.max_noise must be > 0, got {self.max_noise}")
         if self.warmup < 0:
             raise ValueError(f"latency.warmup must be >= 0, got {self.warmup}")
         if self.calibration_archs < 2:

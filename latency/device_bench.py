@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import onnxruntime as ort
@@ -84,16 +85,9 @@ def summarize(times_ms: np.ndarray) -> dict:
             "mean_ms": mean, "cv": float(t.std() / mean) if mean > 0 else 0.0}
 
 
-def time_session(sess: ort.InferenceSession, warmup: int, repeats: int, passes: int = 1,
-                 seed: int = 0, clock: str = "wall") -> dict:
-    """Time `sess` on random inputs with IOBinding; returns `summarize` of all runs plus pass_cv.
-
-    With passes > 1 the repeats are done `passes` times (each after its own warm-up) and pass_cv is
-    the std / mean of the per-pass medians (run-to-run variation); NaN for a single pass.
-    `clock` is a key of CLOCKS.
-    """
-    if clock not in CLOCKS:
-        raise ValueError(f"unknown clock {clock!r} (expected one of {sorted(CLOCKS)})")
+def bind_session(sess: ort.InferenceSession, seed: int = 0) -> Callable[[], None]:
+    """A no-argument call running `sess` once on fixed random inputs with IOBinding (inputs and
+    outputs pre-allocated, so nothing is allocated inside the timed call)."""
     rng = np.random.default_rng(seed)
     feeds = {i.name: rng.standard_normal([int(d) for d in i.shape]).astype(np.float32)
              for i in sess.get_inputs()}
@@ -109,15 +103,33 @@ def time_session(sess: ort.InferenceSession, warmup: int, repeats: int, passes: 
         value = ort.OrtValue.ortvalue_from_shape_and_type(list(arr.shape), arr.dtype, "cpu", 0)
         binding.bind_ortvalue_output(name, value)
         keep.append(value)
-    run, clock = sess.run_with_iobinding, CLOCKS[clock]
+
+    def run() -> None:
+        sess.run_with_iobinding(binding)
+
+    run.keep = keep  # type: ignore[attr-defined]
+    return run
+
+
+def time_session(sess: ort.InferenceSession, warmup: int, repeats: int, passes: int = 1,
+                 seed: int = 0, clock: str = "wall") -> dict:
+    """Time `sess` on random inputs with IOBinding; returns `summarize` of all runs plus pass_cv.
+
+    With passes > 1 the repeats are done `passes` times (each after its own warm-up) and pass_cv is
+    the std / mean of the per-pass medians (run-to-run variation); NaN for a single pass.
+    `clock` is a key of CLOCKS.
+    """
+    if clock not in CLOCKS:
+        raise ValueError(f"unknown clock {clock!r} (expected one of {sorted(CLOCKS)})")
+    run, clock = bind_session(sess, seed), CLOCKS[clock]
     medians, all_times = [], []
     for _ in range(passes):
         for _ in range(warmup):
-            run(binding)
+            run()
         times = np.empty(repeats, dtype=np.int64)
         for i in range(repeats):
             t0 = clock()
-            run(binding)
+            run()
             times[i] = clock() - t0
         times_ms = times / 1e6
         medians.append(float(np.median(times_ms)))

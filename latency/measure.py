@@ -6,10 +6,14 @@
     python -m latency.measure --import bundle/results_t2.json --out runs/lut_device.csv
 
 Each entry of `latency.keys.build_entries` (every `space.blocks(input_size)`, a lateral per tap
-width, the head) is exported to ONNX (TorchScript exporter, eval mode) and timed with
-`latency.device_bench.time_session` (the same code the device bundle runs). The CSV is rewritten
-atomically every `latency.flush_every` entries, so a killed run resumes where it stopped;
-`--force` re-measures everything. The sidecar ``<out>.json`` records device, settings, input
+width, the head) is exported to ONNX (TorchScript exporter, eval mode) and timed. By default
+(`latency.method: interleaved`) the entries are timed in groups of `latency.flush_every`, in
+interleaved rounds with a reference workload, preempted time removed and a low quantile kept
+(`latency.robust` says why, with figures); the build prints its noise estimate and warns when the
+machine was too busy. `method: sequential` is the old way: one entry at a time with
+`latency.device_bench.time_session` (the code the device bundle runs), median. The CSV is rewritten
+atomically after every group (`latency.flush_every` entries), so a killed run resumes where it
+stopped; `--force` re-measures everything. The sidecar ``<out>.json`` records device, settings, input
 size, space fingerprint and (after `--calibrate` or `latency.calibrate`) the affine calibration.
 """
 
@@ -29,9 +33,11 @@ from tqdm import tqdm
 
 from detection.config import DetectorConfig
 from latency.config import LatencyConfig
-from latency.device_bench import RESULTS_FORMAT, device_info, measure_optional
+from latency.device_bench import (RESULTS_FORMAT, bind_session, device_info, make_session,
+                                   measure_optional)
 from latency.keys import Entry, build_entries
-from latency.parts import export_entry
+from latency.parts import empty_onnx, export_entry, reference_onnx
+from latency.robust import Runner, noise_summary, noise_warning, time_interleaved
 from latency.table import (TABLE_COLUMNS, detector_meta, fit_affine, meta_path, read_meta,
                            write_meta, write_table)
 from supernet.experiment import Experiment
@@ -46,8 +52,11 @@ def now() -> str:
 
 def settings(cfg: LatencyConfig) -> dict:
     """The timing settings a table depends on (resuming requires the same ones)."""
-    return {"threads": cfg.threads, "warmup": cfg.warmup, "repeats": cfg.repeats,
-            "passes": cfg.passes, "opset": cfg.opset, "provider": cfg.provider, "clock": cfg.clock}
+    out = {"threads": cfg.threads, "warmup": cfg.warmup, "repeats": cfg.repeats,
+           "passes": cfg.passes, "opset": cfg.opset, "provider": cfg.provider, "clock": cfg.clock}
+    if cfg.method != "sequential":  # a sequential table has the settings tables always had
+        out.update(method=cfg.method, quantile=cfg.quantile, rounds=cfg.rounds)
+    return out
 
 
 def table_meta(exp: Experiment, overrides: list[str], lat: LatencyConfig,
@@ -64,6 +73,31 @@ def measure_entry(entry: Entry, det: DetectorConfig, lat: LatencyConfig) -> dict
     """Export one entry and time it: {median_ms, p90_ms, cv, pass_cv, ...}."""
     return measure_optional(entry.kind, export_entry(entry, det, lat.opset), lat.threads,
                             lat.warmup, lat.repeats, lat.passes, lat.provider, lat.clock)
+
+
+def timing_mode(lat: LatencyConfig) -> str:
+    """`latency.robust.Runner` mode: wall time minus preempted time where one thread makes that
+    measurable, else the configured clock."""
+    if lat.clock == "cpu":
+        return "cpu"
+    return "oncpu" if lat.threads == 1 else "wall"
+
+
+def open_session(model: bytes, lat: LatencyConfig) -> Runner:
+    """A `Runner` on a fresh session of `model` (interleaved method)."""
+    return Runner(bind_session(make_session(model, lat.threads, lat.provider)), timing_mode(lat))
+
+
+def open_entry(entry: Entry, det: DetectorConfig, lat: LatencyConfig) -> Runner | None:
+    """Export one entry and open its timing session; None for a layout reorder this build cannot
+    run (no NCHWc ops, e.g. ARM: it times as 0, see `measure_optional`)."""
+    model = export_entry(entry, det, lat.opset)
+    try:
+        return open_session(model, lat)
+    except Exception:  # onnxruntime raises its own Fail/NotImplemented types
+        if entry.kind != "reorder":
+            raise
+        return None
 
 
 def _same_setup(old: dict, new: dict) -> str | None:
@@ -99,9 +133,11 @@ def measure_table(entries: list[Entry], out: str | Path, meta: dict, det: Detect
                   progress: bool = True) -> pd.DataFrame:
     """Measure the entries not yet in `out` (all with `force`), flushing every `lat.flush_every`.
 
-    `measure(entry, det, lat) -> {median_ms, p90_ms, cv, pass_cv}` defaults to `measure_entry`.
+    `measure(entry, det, lat) -> {median_ms, p90_ms, cv, pass_cv}` times one entry at a time
+    (default `measure_entry` for `lat.method` sequential); without it and with method interleaved,
+    groups of entries are opened with `open_entry` and timed in interleaved rounds.
     """
-    out, measure = Path(out), measure or measure_entry
+    out = Path(out)
     rows: list[dict] = []
     build_seconds = 0.0
     if out.is_file() and not force:
@@ -117,6 +153,9 @@ def measure_table(entries: list[Entry], out: str | Path, meta: dict, det: Detect
         rows = [r for r in pd.read_csv(out).to_dict("records") if r["key"] in wanted
                 and _valid_ms(r["median_ms"])]  # a NaN or negative entry is measured again
         build_seconds = float(old_meta.get("build_seconds", 0.0))
+        if rows and "noise" in old_meta:
+            meta["noise"] = old_meta["noise"]  # the reference baseline and rounds so far
+            meta["overhead_ms"] = old_meta.get("overhead_ms", 0.0)
         if len(rows) == len(entries):
             meta["calibration"] = old_meta.get("calibration", meta["calibration"])
     if not rows:  # a new table (or --force): sidecar first, so a kill before the first flush
@@ -140,16 +179,54 @@ def measure_table(entries: list[Entry], out: str | Path, meta: dict, det: Detect
     bar = tqdm(total=len(entries), initial=len(done), unit="entry", disable=not progress,
                desc=f"measuring {out.name}")
     try:
-        for i, entry in enumerate(todo, 1):
-            timing = measure(entry, det, lat)
-            rows.append({**entry.row(), **{k: timing[k] for k in TABLE_COLUMNS if k in timing},
-                         "measured_at": now()})
-            bar.update()
-            if i % lat.flush_every == 0:
-                flush()
+        if measure is None and lat.method == "interleaved":
+            _measure_interleaved(todo, rows, meta, det, lat, flush, bar)
+        else:
+            measure = measure or measure_entry
+            for i, entry in enumerate(todo, 1):
+                timing = measure(entry, det, lat)
+                rows.append({**entry.row(), **{k: timing[k] for k in TABLE_COLUMNS if k in timing},
+                             "measured_at": now()})
+                bar.update()
+                if i % lat.flush_every == 0:
+                    flush()
     finally:
         bar.close()
     return flush()
+
+
+def _measure_interleaved(todo: list[Entry], rows: list[dict], meta: dict, det: DetectorConfig,
+                         lat: LatencyConfig, flush: Callable[[], pd.DataFrame], bar) -> None:
+    """Groups of `lat.flush_every` entries, each timed in interleaved rounds against the reference
+    workload (`latency.robust.time_interleaved`), then flushed; the sidecar's `noise` accumulates
+    over the build (and across a resume: its per-round reference figures are kept)."""
+    noise = dict(meta.get("noise") or {})
+    ref_rounds = list(noise.get("reference_rounds_ms", []))
+    base = noise.get("base_ms")
+    runs, preempted = int(noise.get("runs", 0)), int(noise.get("preempted", 0))
+    overheads = list(noise.get("overhead_groups_ms", []))
+    reference = open_session(reference_onnx(), lat) if todo else None
+    empty = open_session(empty_onnx(), lat) if todo else None
+    for start in range(0, len(todo), lat.flush_every):
+        group = todo[start:start + lat.flush_every]
+        runners = [open_entry(e, det, lat) for e in group]
+        stats, ref = time_interleaved(runners + [empty], lat.rounds, lat.warmup, lat.repeats,
+                                      lat.quantile, reference, base_ms=base, seed=len(rows))
+        overheads.append(stats.pop()["median_ms"])
+        base = ref["base_ms"] if base is None else base
+        ref_rounds += ref["reference_ms"]
+        live = [r for r in runners if r is not None]
+        runs += sum(getattr(r, "runs", 0) for r in live)  # `Runner` counts; a plain callable not
+        preempted += sum(getattr(r, "preempted", 0) for r in live)
+        for entry, st in zip(group, stats):
+            rows.append({**entry.row(), **{k: st[k] for k in TABLE_COLUMNS if k in st},
+                         "measured_at": now()})
+        meta["noise"] = {**noise_summary(ref_rounds, runs, preempted), "base_ms": base,
+                         "preempted": preempted, "reference_rounds_ms": ref_rounds,
+                         "overhead_groups_ms": overheads}
+        meta["overhead_ms"] = float(np.median(overheads))  # per call, see `parts.empty_onnx`
+        bar.update(len(group))
+        flush()
 
 
 def import_results(results_path: str | Path, out: str | Path) -> pd.DataFrame:
@@ -239,6 +316,15 @@ def _run(args: argparse.Namespace) -> int:
     print(f"{args.out}: {len(frame)} entries ({(frame['kind'] == 'block').sum()} blocks), "
           f"this run {time.perf_counter() - start:.1f} s, total build {meta['build_seconds']:.1f} s, "
           f"cv median {meta['cv']['median']:.3f} p90 {meta['cv']['p90']:.3f} max {meta['cv']['max']:.3f}")
+    noise = meta.get("noise")
+    if noise and "reference_cv" in noise:
+        print(f"noise estimate: reference workload {noise['reference_ms']:.4f} ms, CV "
+              f"{100 * noise['reference_cv']:.2f}% over {noise['rounds']} rounds (range "
+              f"{noise['drift_pct'][0]:+.1f}%..{noise['drift_pct'][1]:+.1f}%), "
+              f"{noise['preempted_pct']:.1f}% of runs preempted (their off-CPU time removed)")
+        warning = noise_warning(noise, lat.max_noise)
+        if warning:
+            print(warning, file=sys.stderr)
     if args.calibrate:
         from latency.calibrate import calibrate_table
 

@@ -93,6 +93,38 @@ def reorder_onnx(channels: int, height: int, width: int) -> bytes:
     return model.SerializeToString()
 
 
+def reference_onnx(channels: int = 32, size: int = 24, seed: int = 0) -> bytes:
+    """The reference workload re-timed every round (`latency.robust`): a fixed 3x3 conv + ReLU,
+    ~5 M MACs, a fraction of a millisecond; any change here changes every table's drift baseline."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    weight = numpy_helper.from_array(
+        (rng.standard_normal((channels, channels, 3, 3)) * 0.1).astype(np.float32), "w")
+    nodes = [helper.make_node("Conv", ["x0", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["y"])]
+    shape = [1, channels, size, size]
+    graph = helper.make_graph(nodes, "reference",
+                              [helper.make_tensor_value_info("x0", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
+                              initializer=[weight])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+
+def empty_onnx() -> bytes:
+    """A ReLU on 64 floats: timing it is timing onnxruntime's fixed cost of one call (~4 us here),
+    which every entry timed alone pays once and a whole network pays once in all (`LatencyTable`
+    subtracts it from each entry and adds it back once per arch)."""
+    from onnx import TensorProto, helper
+
+    shape = [1, 4, 4, 4]
+    graph = helper.make_graph([helper.make_node("Relu", ["x0"], ["y"])], "empty",
+                              [helper.make_tensor_value_info("x0", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+
 def export_entry(entry: Entry, cfg: DetectorConfig, opset: int = 17) -> bytes:
     """The ONNX model timed for one table entry."""
     if entry.kind == "reorder":

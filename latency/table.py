@@ -7,11 +7,17 @@ the device, the input size, the space fingerprint and the calibration::
     >>> table.raw(arch)             # blocks + laterals + head - layout reorders, ms  # doctest: +SKIP
     >>> table.predict(arch)         # a * raw + b (affine fitted on whole subnets)  # doctest: +SKIP
     >>> table.predict_many(archs)   # np.ndarray, ~1 us per cached arch             # doctest: +SKIP
+
+An arch needing an entry the table lacks (a widened space, `allow_other_space=True`, or an
+incomplete table) gets it from `latency.model.LatencyModel` fitted on the table's rows, with a
+warning naming the entries; `strict=True` raises KeyError instead. A table measured on another
+CPU, onnxruntime version, provider or thread count than this run's is a warning naming both.
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -19,7 +25,8 @@ import numpy as np
 import pandas as pd
 
 from detection.config import DetectorConfig
-from latency.keys import COLUMNS, arch_terms
+from latency.keys import COLUMNS, arch_entries, arch_terms, reorder_entry
+from supernet.experiment import Experiment
 from supernet.io import atomic_write_csv, atomic_write_text
 from supernet.space import Arch, SearchSpace
 
@@ -77,16 +84,58 @@ def fit_affine(raw: Sequence[float], measured: Sequence[float]) -> tuple[float, 
     return float(a), float(b)
 
 
-def check_meta(meta: dict, space: SearchSpace, cfg: DetectorConfig, source: str) -> None:
-    """ValueError naming both values when the table was built for another space or detector."""
+def experiment_of(table_path: str | Path, config: str | None, overrides: list[str]) -> Experiment:
+    """The experiment a table was built from (sidecar `config` + `overrides`) unless --config."""
+    meta = read_meta(table_path)
+    if config is None:
+        config = meta.get("config")
+        overrides = list(meta.get("overrides", [])) + list(overrides)
+        if not config or not Path(config).is_file():
+            raise SystemExit(f"{table_path}: sidecar config {config!r} not found; pass --config")
+    return Experiment.from_yaml(config, overrides)
+
+
+def check_meta(meta: dict, space: SearchSpace, cfg: DetectorConfig, source: str,
+               allow_other_space: bool = False) -> None:
+    """ValueError naming both values when the table was built for another space or detector;
+    `allow_other_space`: another space (e.g. a widened one) is a warning, its blocks missing from
+    the table come from the latency model."""
     checks = (("space fingerprint", meta.get("fingerprint"), space.fingerprint()),
               ("input size", list(meta.get("input_size") or []), list(cfg.input_size)),
               ("detector", meta.get("detector"), detector_meta(cfg)))
     for what, theirs, ours in checks:
-        if theirs != ours:
+        if theirs != ours and what == "space fingerprint" and allow_other_space:
+            warnings.warn(f"latency table {source} was built for {what} {theirs}, this run uses "
+                          f"{ours} (space {space.source}): entries it lacks are predicted by the "
+                          "latency model", stacklevel=3)
+        elif theirs != ours:
             raise ValueError(f"latency table {source} was built for {what} {theirs}, but this run "
                              f"uses {what} {ours} (space {space.source}); rebuild it with "
                              "python -m latency.measure")
+
+
+DEVICE_FIELDS = ("cpu", "onnxruntime", "provider", "threads")
+
+
+def check_device(meta: dict, source: str, threads: int | None = None,
+                 provider: str | None = None) -> str | None:
+    """A warning (returned and issued) when the table was measured on another CPU, onnxruntime
+    version, provider or thread count than this machine and run (`threads`/`provider`: this run's
+    latency settings, if known); None when they match."""
+    from latency.device_bench import device_info  # onnxruntime, only when a table is checked
+
+    theirs = meta.get("device") or {}
+    here = device_info(theirs.get("threads", 1) if threads is None else threads,
+                       provider or theirs.get("provider", "CPUExecutionProvider"))
+    diffs = [f"{k} {theirs.get(k)!r} (table) vs {here[k]!r} (here)" for k in DEVICE_FIELDS
+             if theirs.get(k) != here[k]]
+    if not diffs:
+        return None
+    message = (f"latency table {source} was measured on another setup: {'; '.join(diffs)}; its "
+               "latencies are those of that setup (right when searching for that device, wrong "
+               "for this one: rebuild with python -m latency.measure)")
+    warnings.warn(message, stacklevel=3)
+    return message
 
 
 def check_timings(frame: pd.DataFrame, meta: dict, source: str) -> None:
@@ -112,22 +161,32 @@ class LatencyTable:
     """Median latencies of every entry; `predict(arch)` adds up an arch's entries."""
 
     def __init__(self, frame: pd.DataFrame, meta: dict, space: SearchSpace, cfg: DetectorConfig,
-                 source: str = "<table>"):
+                 source: str = "<table>", strict: bool = False):
         self.frame, self.meta, self.space, self.cfg, self.source = frame, meta, space, cfg, source
+        self.strict = strict
         self._ids = {k: i for i, k in enumerate(frame["key"])}
         if len(self._ids) != len(frame):
             raise ValueError(f"latency table {source} lists a key twice")
         self._median = frame["median_ms"].to_numpy(dtype=np.float64)
+        # onnxruntime's fixed cost per call: paid by every entry timed alone, once by a network
+        self.overhead_ms = float(meta.get("overhead_ms", 0.0) or 0.0)
+        self._work = self._without_overhead(self._median)
         self._arch_ids: dict[Arch, tuple[np.ndarray, np.ndarray]] = {}
+        self._model = None
+        self.modelled: dict[str, float] = {}  # key -> ms predicted by the latency model
 
     @classmethod
-    def load(cls, path: str | Path, space: SearchSpace, cfg: DetectorConfig) -> "LatencyTable":
+    def load(cls, path: str | Path, space: SearchSpace, cfg: DetectorConfig, strict: bool = False,
+             allow_other_space: bool = False, threads: int | None = None,
+             provider: str | None = None) -> "LatencyTable":
+        """Read and check a table; `strict`: missing entries raise KeyError instead of coming
+        from the latency model; `threads`/`provider`: this run's settings, for the device check."""
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"latency table not found: {path} (build it with "
                                     "python -m latency.measure --config ... --out ...)")
         meta = read_meta(path)
-        check_meta(meta, space, cfg, str(path))
+        check_meta(meta, space, cfg, str(path), allow_other_space)
         try:
             frame = pd.read_csv(path)
         except ValueError as err:  # empty, ragged rows, not UTF-8
@@ -137,7 +196,8 @@ class LatencyTable:
         if missing:
             raise ValueError(f"latency table {path}: missing column {missing[0]!r}")
         check_timings(frame, meta, str(path))
-        return cls(frame, meta, space, cfg, str(path))
+        check_device(meta, str(path), threads, provider)
+        return cls(frame, meta, space, cfg, str(path), strict)
 
     # -- lookup ---------------------------------------------------------------------------------
     def terms(self, arch: Arch) -> list[tuple[str, float]]:
@@ -150,16 +210,47 @@ class LatencyTable:
         cached = self._arch_ids.get(arch)
         if cached is None:
             terms = self.terms(arch)
-            try:
-                ids = np.fromiter((self._ids[k] for k, _ in terms), dtype=np.int64,
-                                  count=len(terms))
-            except KeyError as err:
-                raise KeyError(f"latency table {self.source} has no entry {err.args[0]!r} "
-                               f"(needed by {arch}); re-run python -m latency.measure "
-                               "to complete it") from None
+            missing = [k for k, _ in terms if k not in self._ids]
+            if missing:
+                self._predict_missing(arch, list(dict.fromkeys(missing)))
+            ids = np.fromiter((self._ids[k] for k, _ in terms), dtype=np.int64, count=len(terms))
             cached = ids, np.fromiter((w for _, w in terms), dtype=np.float64, count=len(terms))
             self._arch_ids[arch] = cached
         return cached
+
+    def _without_overhead(self, ms: np.ndarray) -> np.ndarray:
+        """Entry latencies minus the per-call overhead (an entry timed as 0, a reorder this build
+        cannot run, stays 0)."""
+        return np.where(ms > 0, np.maximum(ms - self.overhead_ms, 0.0), 0.0)
+
+    def _predict_missing(self, arch: Arch, keys: list[str]) -> None:
+        """Add model predictions for `keys` (warning naming them), or KeyError when strict."""
+        if self.strict:
+            raise KeyError(f"latency table {self.source} has no entry {keys[0]!r} (needed by "
+                           f"{arch}{f', and {len(keys) - 1} more' if len(keys) > 1 else ''}); "
+                           "re-run python -m latency.measure to complete it (strict: no model)")
+        from latency.model import LatencyModel
+
+        entries = {e.key: e for e in arch_entries(self.space, arch, self.cfg)}
+        entries.update({r.key: r for e in list(entries.values())
+                        for r in (reorder_entry(*s) for s in e.boundaries())})
+        if any(entries[k].kind == "head" for k in keys):
+            raise KeyError(f"latency table {self.source} has no entry "
+                           f"{next(k for k in keys if entries[k].kind == 'head')!r} (needed by "
+                           f"{arch}); the latency model does not predict heads: re-run "
+                           "python -m latency.measure")
+        if self._model is None:
+            self._model = LatencyModel.fit(self.frame)
+        values = self._model.predict([entries[k] for k in keys])
+        self._ids.update({k: len(self._median) + i for i, k in enumerate(keys)})
+        self._median = np.concatenate([self._median, values])
+        self._work = np.concatenate([self._work, self._without_overhead(values)])
+        self.modelled.update(zip(keys, map(float, values)))
+        shown = ", ".join(keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
+        warnings.warn(f"latency table {self.source} has no entry for {len(keys)} part(s) of {arch}: "
+                      f"{shown}; predicted by the latency model fitted on its {self._model.n_rows} "
+                      "rows (python -m latency.model reports its cross-validated error; "
+                      "strict=True refuses instead)", stacklevel=4)
 
     def __getitem__(self, key: str) -> float:
         """Median latency (ms) of one entry."""
@@ -181,9 +272,10 @@ class LatencyTable:
         return float(cal.get("a", 1.0)), float(cal.get("b", 0.0))
 
     def raw(self, arch: Arch) -> float:
-        """Weighted sum of the medians of `arch`'s terms (ms), no calibration."""
+        """Weighted sum of the medians of `arch`'s terms (ms), no calibration; with a measured
+        per-call overhead (sidecar `overhead_ms`), each term without it and the sum with it once."""
         ids, weights = self.ids(arch)
-        return float(self._median[ids] @ weights)
+        return float(self._work[ids] @ weights) + self.overhead_ms
 
     def predict(self, arch: Arch) -> float:
         a, b = self.calibration
@@ -198,7 +290,7 @@ class LatencyTable:
         starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
         ids = np.concatenate([p[0] for p in parts])
         weights = np.concatenate([p[1] for p in parts])
-        return np.add.reduceat(self._median[ids] * weights, starts)
+        return np.add.reduceat(self._work[ids] * weights, starts) + self.overhead_ms
 
     def predict_many(self, archs: Sequence[Arch]) -> np.ndarray:
         a, b = self.calibration

@@ -152,6 +152,29 @@ def test_perfect_regression_gives_zero_box_loss(cfg):
     assert wrong["box"] > 0.1
 
 
+def test_in_place_distillation_term(cfg):
+    """A student equal to its teacher adds nothing; one that disagrees pays on cls and boxes."""
+    anchors = make_anchors(cfg, (64, 64))
+    targets = [torch.tensor([[8.0, 8, 24, 26]])]
+    loss_fn = DetectionLoss(cfg)
+    g = torch.Generator().manual_seed(0)
+    cls, box = torch.randn(1, anchors.shape[0], generator=g), torch.randn(1, anchors.shape[0], 4, generator=g)
+    plain = loss_fn(cls, box, anchors, targets)["loss"]
+    same = loss_fn(cls, box, anchors, targets, teacher=(cls, box), distill=1.0)["loss"]
+    assert same.item() == pytest.approx(plain.item(), abs=1e-6)
+    off_cls = loss_fn(cls, box, anchors, targets, teacher=(cls + 3, box), distill=1.0)["loss"]
+    off_box = loss_fn(cls, box, anchors, targets, teacher=(cls, box + 1), distill=1.0)["loss"]
+    assert off_cls > plain + 0.1 and off_box > plain + 0.1
+    half = loss_fn(cls, box, anchors, targets, teacher=(cls, box + 1), distill=0.5)["loss"]
+    assert (half - plain).item() == pytest.approx((off_box - plain).item() / 2, rel=1e-5)
+
+
+def test_head_starts_at_the_face_prior():
+    head = FPNHead(channels=16, n_levels=3, n_anchors=2)
+    cls, _ = head([torch.randn(2, 16, s, s) for s in (8, 4, 2)])
+    assert torch.sigmoid(cls).mean().item() == pytest.approx(0.01, rel=0.05)
+
+
 def test_focal_loss_value(cfg):
     """Compare with a per-anchor reference: alpha_t (1 - p_t)^gamma (-log p_t), over non-ignored."""
     anchors = make_anchors(cfg, (64, 64))

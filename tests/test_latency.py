@@ -147,7 +147,7 @@ def test_missing_entry_raises_keyerror_naming_the_block(fake_table, exp, det, tm
     frame = pd.read_csv(fake_table)
     frame[frame.key != gone].to_csv(tmp_path / "t.csv", index=False)
     write_meta(tmp_path / "t.csv", read_meta(fake_table))
-    table = LatencyTable.load(tmp_path / "t.csv", exp.space, det)
+    table = LatencyTable.load(tmp_path / "t.csv", exp.space, det, strict=True)
     with pytest.raises(KeyError, match=gone.replace("@", ".")):
         table.predict(arch)
     with pytest.raises(KeyError, match="no entry"):
@@ -265,7 +265,8 @@ def test_calibrate_and_validate_end_to_end(fake_table, exp, det, lat, tmp_path):
     assert table.calibration == (record["a"], record["b"])
     report = validate_table(table, lat, det, 4)
     assert report["n"] == 4 and set(report["raw"]) == {"mape_pct", "max_error_pct", "pearson_r",
-                                                       "kendall_tau"}
+                                                       "kendall_tau", "within_5_pct",
+                                                       "within_10_pct"}
     archs = [s["arch"] for s in report["subnets"]]
     assert archs[0] == str(exp.space.smallest()) and archs[-1] == str(exp.space.largest())
     assert not set(archs) & set(record["archs"])

@@ -134,3 +134,34 @@ def test_mixed_precision_and_channels_last_train(tmp_path, extra):
 def test_unknown_precision_is_refused(tmp_path):
     with pytest.raises(SystemExit, match="train.precision must be one of"):
         main(_args(tmp_path / "run", "--set", "train.precision=fp8"))
+
+
+def test_path_schedule_in_training(tmp_path):
+    """Warm start on the largest path (1 pass per step), then sandwich + distillation (4 passes);
+    the same run killed mid-way and resumed is bitwise equal (own-batch queues and phases resume)."""
+    extra = ("--set", "train.epochs=3", "--set", "train.max_steps_per_epoch=2", "--set", "train.eval_images=0",
+             "--set", "train.warm_fraction=0.3", "--set", "train.shrink_fraction=0.3",
+             "--set", "train.sandwich=true", "--set", "train.distill=1.0", "--set", "train.sampler=uniform")
+    main(_args(tmp_path / "run", *extra))
+    log = pd.read_csv(tmp_path / "run" / "log.csv")
+    assert log["paths"].tolist() == [1, 1, 4, 4, 4, 4]
+    own = ("--set", "train.epochs=2", "--set", "train.max_steps_per_epoch=4", "--set", "train.eval_images=0",
+           "--set", "train.path_batches=own", "--set", "train.sampler=strict_fair")
+    main(_args(tmp_path / "own", *own))
+    ck = load_checkpoint(tmp_path / "own" / "supernet.pt")
+    assert (pd.read_csv(tmp_path / "own" / "log.csv")["paths"] == 1).all()
+    import json
+
+    sampler = json.loads(ck["sampler"])
+    assert sampler["steps"] == 2 and len(sampler["pending"]) == 4  # 8 paths drawn as 2 fair steps of 6
+
+
+def test_train_config_rejects_inconsistent_schedule():
+    from detection.engine import TrainConfig
+
+    with pytest.raises(ValueError, match="distill"):
+        TrainConfig(distill=1.0)
+    with pytest.raises(ValueError, match="path_batches"):
+        TrainConfig(path_batches="some")
+    with pytest.raises(ValueError, match="warm_fraction"):
+        TrainConfig(warm_fraction=0.8, shrink_fraction=0.5)
