@@ -33,7 +33,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=str(DEFAULT_CONFIG))
     p.add_argument("--latency-budget", default="12ms")
     p.add_argument("--data", help="WIDER FACE root (default: the generated dataset)")
-    p.add_argument("--retrain-epochs", type=int, default=6,
+    p.add_argument("--retrain-epochs", type=int, default=4,
                    help="retraining budget of the pick, the baseline and the trust-check archs")
     p.add_argument("--pick", default="fastest-not-worse",
                    help="fastest-not-worse (fastest front member with one-shot AP >= the "
