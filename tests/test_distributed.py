@@ -14,7 +14,10 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 TINY = Path(__file__).resolve().parent.parent / "experiments" / "tiny.yaml"
-TRAIN = ["train.eval_images=0", "train.epochs=1", "train.max_steps_per_epoch=3", "data.workers=0"]
+# FairNAS's m paths on one batch per step, no warm start: the decks are then balanced after every
+# step, which is what the fairness check below can assert on both ranks
+TRAIN = ["train.eval_images=0", "train.epochs=1", "train.max_steps_per_epoch=3", "data.workers=0",
+         "train.path_batches=shared", "train.warm_fraction=0", "train.shrink_fraction=0"]
 
 
 def _free_port() -> int:
