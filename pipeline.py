@@ -142,6 +142,10 @@ def main(argv: list[str] | None = None) -> dict:
             from latency.calibrate import main as calibrate
 
             calibrate(["--table", str(table), "--config", args.config])
+        if not Path(f"{table}.validation.json").is_file():  # a few subnets timed end to end
+            from latency.validate import main as validate
+
+            validate(["--table", str(table), "--config", args.config, "--n", "8"])
 
     def search_() -> None:  # --resume also reuses a candidates.csv written before checkpoint.json
         evolve.main([*common, "--latency-budget", args.latency_budget, "--out", str(search),

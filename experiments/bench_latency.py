@@ -134,6 +134,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--busy-seconds", type=float, default=900.0,
                    help="each busy process stops by itself after this long")
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    p.add_argument("--loads", nargs="+", default=["quiet", "busy"], choices=["quiet", "busy"])
     p.add_argument("--quick", action="store_true",
                    help="smoke test: 5 repeats, 4 calibration and 6 validation subnets")
     return p
@@ -145,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     print(f"load average before: {os.getloadavg()}", flush=True)
     results: list[dict] = []
-    loads = ["quiet"] + (["busy"] if args.busy else [])
+    loads = [x for x in args.loads if x == "quiet" or args.busy]
     _cache_exports()
     for config in args.configs:
         quiet: dict[str, dict] = {}

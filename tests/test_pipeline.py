@@ -17,13 +17,13 @@ TINY = Path(__file__).resolve().parent.parent / "experiments" / "tiny.yaml"
 def test_pipeline_runs_whole_and_resumes(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("FACENAS_CACHE", str(tmp_path / "cache"))
-    args = ["--config", str(TINY), "--latency-budget", "0.1ms", "--retrain-epochs", "1",
+    args = ["--config", str(TINY), "--latency-budget", "5ms", "--retrain-epochs", "1",
             "--trust-archs", "2"]
     first = pipeline.main(args)
     run = tmp_path / "runs" / "tiny"
     assert (run / "supernet.pt").exists() and (run / "latency.csv").exists()
     pareto = pd.read_csv(run / "search" / "pareto.csv")
-    assert len(pareto) >= 1 and (pareto["latency_ms"] <= 0.1).all()
+    assert len(pareto) >= 1 and (pareto["latency_ms"] <= 5).all()
     retrained = {m["arch"]: m for m in (json.loads(p.read_text())
                                         for p in (run / "retrain").glob("*/metrics.json"))}
     trust = json.loads((run / "retrain" / "trust.json").read_text())
