@@ -85,7 +85,7 @@ class ValSet:
             yield self.images[i:i + batch_size]
 
     def targets(self) -> list[torch.Tensor]:
-        """Per image, the trainable faces as x1 y1 x2 y2 in network-input pixels (for `loss`)."""
+        """Per image, the trainable faces as x1 y1 x2 y2 in network-input pixels (for the loss)."""
         by_name = {a.name: a for a in self.annotations}
         out = []
         for name, scale in zip(self.names, self.scales):
@@ -128,11 +128,6 @@ class ValSet:
                 ) -> dict[str, np.ndarray]:
         """WIDER-format detections (x y w h score, original pixels) keyed '<event>/<image>'."""
         return self.predict_with_loss(model, arch, None, batch_size)[0]
-
-    def loss(self, model: torch.nn.Module, loss_fn: torch.nn.Module, arch: Arch | None = None,
-             batch_size: int = 16) -> float:
-        """Held-out detection loss (the training loss, eval mode) averaged over these images."""
-        return self.predict_with_loss(model, arch, loss_fn, batch_size)[1]
 
     def evaluate(self, model: torch.nn.Module, arch: Arch | None = None, batch_size: int = 16
                  ) -> dict[str, float]:
