@@ -343,6 +343,14 @@ def _image_pr(pred: np.ndarray, boxes: np.ndarray, keep: np.ndarray, match, iou:
     return image_pr_info(pred[:, 4], proposal_list, pred_recall, thresh)
 
 
+def paired_difference(boot: dict, a: str, b: str) -> dict:
+    """``ap(a) - ap(b)`` from a `bootstrap_ap` result, whichever order it stored the pair in."""
+    if f"{a} - {b}" in boot:
+        return boot[f"{a} - {b}"]
+    return {k: {"value": -v["value"], "lo": -v["hi"], "hi": -v["lo"]}
+            for k, v in boot[f"{b} - {a}"].items()}
+
+
 def per_image_pr(predictions: dict[str, np.ndarray], gt: GroundTruth, iou: float = 0.5
                  ) -> tuple[list[str], dict[str, tuple[np.ndarray, np.ndarray]]]:
     """The official protocol's per-image terms on the images that have predictions: names and,

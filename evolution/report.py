@@ -454,8 +454,6 @@ def plot_trust(inp: Inputs) -> bytes | None:
     """One-shot AP vs retrained AP of the trust-check archs (pick and baseline marked)."""
     if not inp.trust or not inp.trust.get("rows"):
         return None
-    import matplotlib.pyplot as plt
-
     rows = inp.trust["rows"]
     fig, ax = plt.subplots(figsize=(5.2, 4.2), dpi=110)
     for i, r in enumerate(rows):

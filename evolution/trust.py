@@ -93,7 +93,7 @@ def compare_retrained(exp, pick_dir: str | Path, baseline_dir: str | Path, eval_
 
     from detection.config import DetectorConfig
     from detection.data import DataConfig
-    from detection.evaluate import bootstrap_ap
+    from detection.evaluate import bootstrap_ap, paired_difference
     from detection.inference import ValSet
     from detection.model import build_detector
     from detection.run import load_checkpoint
@@ -109,8 +109,7 @@ def compare_retrained(exp, pick_dir: str | Path, baseline_dir: str | Path, eval_
         with torch.no_grad():
             preds[name] = val.predict(model.eval())
     boot = bootstrap_ap(preds, val.gt, n=n_boot, seed=seed)
-    diff = boot["baseline - pick"]  # keys sort alphabetically: flip to pick - baseline
-    diff = {k: {"value": -v["value"], "lo": -v["hi"], "hi": -v["lo"]} for k, v in diff.items()}
+    diff = paired_difference(boot, "pick", "baseline")
     ms = {k: float(m["latency"]["measured_ms"]) for k, m in metrics.items()}
     speedup = ms["baseline"] / ms["pick"]
     not_worse = diff["mean"]["hi"] >= 0
