@@ -51,6 +51,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--resume", action="store_true", help="continue the search in --out")
     p.add_argument("--overwrite", action="store_true", help="replace the search in --out")
+    p.add_argument("--strict", action="store_true",
+                   help="refuse a latency table that lacks entries of this space instead of "
+                        "predicting them with the latency model (latency.model)")
     p.add_argument("--device", default="auto")
     p.add_argument("--no-progress", action="store_true")
     return p
@@ -115,7 +118,15 @@ def main(argv: list[str] | None = None):
         threads = exp.section("train", TrainConfig).threads
         if threads:
             torch.set_num_threads(threads)
-        table = LatencyTable.load(table_path, exp.space, det)
+        table = LatencyTable.load(table_path, exp.space, det, strict=args.strict)
+        if args.strict:  # refuse before any search work, naming what is missing
+            from latency.keys import build_entries
+
+            missing = table.missing(e.key for e in build_entries(exp.space, det))
+            if missing:
+                raise SystemExit(f"error: --strict: latency table {table_path} lacks {len(missing)} "
+                                 f"entries of this space (first: {missing[0]}); complete it with "
+                                 f"python -m latency.measure --config {args.config} --out {table_path}")
         print(f"supernet {supernet}\nlatency table {table_path} ({table.meta.get('device', {})})")
         evaluator = SupernetEvaluator.from_checkpoint(
             load_checkpoint(supernet), exp,

@@ -6,6 +6,8 @@
 1. train the supernet (train_supernet.py)       -> runs/<name>/supernet.pt
 2. measure + calibrate the latency table         -> runs/<name>/latency.csv
 3. search under the budget (evolve.py)           -> runs/<name>/search/
+   confirm the front: the members that could be the pick and the baseline re-scored on more
+   images, paired (evolution.confirm)           -> runs/<name>/search/confirmed.csv
 4. retrain the pick (default: the fastest front member whose one-shot AP is at least the
    baseline's) and the baseline, same budget      -> runs/<name>/retrain/<arch hash>/
 5. trust check: retrain a few more archs; does one-shot AP rank them as retraining does?
@@ -25,6 +27,7 @@ import time
 from pathlib import Path
 
 DEFAULT_CONFIG = Path(__file__).parent / "experiments" / "default.yaml"
+CONFIRMED = "confirmed.csv"  # the front re-scored before the pick (confirm_stage)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -38,19 +41,77 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--pick", default="fastest-not-worse",
                    help="fastest-not-worse (fastest front member with one-shot AP >= the "
                         "baseline's; falls back to best-under the budget), best-under, or a row")
-    p.add_argument("--trust-archs", type=int, default=4,
+    p.add_argument("--trust-archs", type=int, default=3,
                    help="extra archs retrained to check the one-shot ranking (0: no check)")
     return p
 
 
+def confirm_stage(exp, run: Path, search: Path) -> None:
+    """Re-score the front members that could be the pick and the baseline on more images
+    (`evolution.confirm`) -> search/confirmed.csv; skipped when it exists or confirm.archs = 0."""
+    import pandas as pd
+
+    from detection import retrain as rt
+    from detection.engine import TrainConfig
+    from detection.run import load_checkpoint
+    from evolution.confirm import ConfirmConfig, confirm_front
+    from supernet.io import atomic_write_csv
+
+    cfg = exp.section("confirm", ConfirmConfig)
+    out = search / CONFIRMED
+    if cfg.archs == 0:
+        return
+    pareto = rt.read_pareto(search / "pareto.csv")
+    if out.is_file():  # done, unless the search has moved on since (a resumed, longer search)
+        done = pd.read_csv(out)
+        if set(done.loc[done["baseline"].astype(str).str.lower() != "true", "arch"]) <= set(pareto["arch"]):
+            return
+    key = rt.search_ap_key(search, pareto)
+    candidates = pd.read_csv(search / "candidates.csv")
+    base = candidates[candidates["baseline"].astype(str).str.lower() == "true"]
+    if base.empty:
+        print("note: the search has no baseline row: nothing to confirm the front against", flush=True)
+        return
+    checkpoint = load_checkpoint(run / "supernet.pt")
+    table = confirm_front(checkpoint, exp, pareto, key, base.iloc[0].to_dict(), cfg,
+                          device=exp.section("train", TrainConfig).device,
+                          source=str(run / "supernet.pt"))
+    atomic_write_csv(table, out)
+    shown = table[["latency_ms", f"search_{key}", key, "diff", "diff_lo", "diff_hi"]]
+    print(f"front confirmed on {int(table['images'].iloc[0])} images (last row: the baseline):\n"
+          + shown.to_string(float_format=lambda v: f"{v:.3f}"), flush=True)
+
+
 def choose_pick(search: Path, rule: str, budget: str) -> dict:
-    """The arch to retrain from the search's front, by `rule`; records why in the result."""
+    """The arch to retrain from the search's front, by `rule`; records why in the result.
+
+    ``fastest-not-worse`` compares the re-scored APs of search/confirmed.csv when the pipeline
+    confirmed the front (`confirm_stage`), else the search's own estimates."""
+    import pandas as pd
+
     from detection import retrain as rt
 
     pareto = rt.read_pareto(search / "pareto.csv")
     key = rt.search_ap_key(search, pareto)
     base = rt.baseline_one_shot(search, key)
     if rule == "best-under":
+        rule = f"best-under:{budget}"
+    confirmed = search / CONFIRMED
+    if rule == "fastest-not-worse" and confirmed.is_file():
+        table = pd.read_csv(confirmed)
+        is_base = table["baseline"].astype(str).str.lower() == "true"
+        base_row = table[is_base].iloc[0]
+        try:
+            row = rt.pick_from_pareto(table[~is_base], rule, key, float(base_row[key]))
+        except ValueError as err:
+            print(f"note: re-scored on {int(base_row['images'])} images, {err}; picking "
+                  f"best-under:{budget} instead", flush=True)
+        else:
+            return {"arch": row["arch"], "rule": rule, "ap_key": key, "one_shot": float(row[key]),
+                    "baseline_one_shot": float(base_row[key]), "predicted_ms": float(row["latency_ms"]),
+                    "search_one_shot": float(row[f"search_{key}"]),
+                    "confirmed": {"images": int(row["images"]), "diff": float(row["diff"]),
+                                  "diff_lo": float(row["diff_lo"]), "diff_hi": float(row["diff_hi"])}}
         rule = f"best-under:{budget}"
     try:
         row = rt.pick_from_pareto(pareto, rule, key, base)
@@ -95,10 +156,6 @@ def trust_stage(exp, run: Path, search: Path, picked: dict, args, retrain_args: 
     print(f"trust check ({len(rows)} archs): {result['verdict']}"
           + (f", Kendall tau {result['tau']:.2f} [{result['tau_lo']:.2f}, {result['tau_hi']:.2f}]"
              if "tau" in result else "") + (f"\nwarning: {result['advice']}" if result["advice"] else ""))
-    if args.data:  # score on the user's val split, as retraining did
-        from supernet.experiment import Experiment
-
-        exp = Experiment.from_yaml(args.config, [f"data.root={args.data}"])
     cmp = compare_retrained(exp, run / "retrain" / rt.arch_hash(picked["arch"]),
                             run / "retrain" / rt.arch_hash(exp.space.baseline))
     cmp["pick_rule"] = picked
@@ -125,7 +182,8 @@ def main(argv: list[str] | None = None) -> dict:
     from supernet.experiment import Experiment
     from supernet.lock import LockError, hold_lock
 
-    exp = Experiment.from_yaml(args.config)
+    # with --data, later stages score on the user's val split, as retraining does
+    exp = Experiment.from_yaml(args.config, [f"data.root={args.data}"] if args.data else None)
     run = Path("runs") / exp.name
     data = ["--data", args.data] if args.data else []
     common = ["--config", args.config, *data]
@@ -151,6 +209,9 @@ def main(argv: list[str] | None = None) -> dict:
         evolve.main([*common, "--latency-budget", args.latency_budget, "--out", str(search),
                      "--resume"])
 
+    def confirm() -> None:
+        confirm_stage(exp, run, search)
+
     retrain_args = ["--epochs", str(args.retrain_epochs), "--config", args.config, *data, "--resume"]
     picked: dict = {}
 
@@ -168,6 +229,7 @@ def main(argv: list[str] | None = None) -> dict:
             _stage("train supernet", train, timings)
             _stage("latency table", latency, timings)
             _stage("search", search_, timings)
+            _stage("confirm front", confirm, timings)
             _stage("retrain pick and baseline", retrain_, timings)
             _stage("trust check", trust, timings)
             _stage("report", lambda: report.main([str(search)]), timings)

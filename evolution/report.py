@@ -56,6 +56,7 @@ class Inputs:
     retrained: list[dict] = field(default_factory=list)  # metrics.json + "dir"
     comparison: dict | None = None  # retrain/comparison.json (evolution.trust.compare_retrained)
     trust: dict | None = None  # retrain/trust.json (evolution.trust.ranking_trust)
+    confirmed: pd.DataFrame | None = None  # search/confirmed.csv (evolution.confirm.confirm_front)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -129,6 +130,9 @@ def collect(search_dir: str | Path, supernet_run: str | Path | None = None,
     inp.candidates = _read_csv(search_dir / "candidates.csv", "candidates", notes, columns)
     inp.pareto = _read_csv(search_dir / "pareto.csv", "Pareto front", notes, columns)
     inp.ap_key = _ap_key(inp.search, inp.pareto if inp.pareto is not None else inp.candidates)
+    if (search_dir / "confirmed.csv").is_file():
+        inp.confirmed = _read_csv(search_dir / "confirmed.csv", "confirmed front", notes,
+                                  ("arch", "latency_ms", "diff", "diff_lo", "diff_hi", "baseline"))
 
     run_dir = supernet_run or (Path(resolved["supernet"]).parent if resolved.get("supernet") else None)
     run_dir = Path(run_dir) if run_dir else search_dir.parent
@@ -499,6 +503,25 @@ def _comparison_html(inp: Inputs) -> str:
             + rows + "</table>")
 
 
+def _confirmed_html(inp: Inputs) -> str:
+    t, key = inp.confirmed, inp.ap_key
+    if t is None or t.empty or key not in t:
+        return ('<p class="note">the front was not confirmed (pipeline.py re-scores the members that '
+                'could be the pick on more images before picking: confirm.archs)</p>')
+    rows = "".join(
+        f"<tr><td><code>{html.escape(str(r['arch']))}</code>{' (baseline)' if str(r['baseline']).lower() == 'true' else ''}</td>"
+        f"<td>{r['latency_ms']:.3f}</td><td>{r[f'search_{key}']:.4f}</td><td>{r[key]:.4f}</td>"
+        f"<td>{r['diff']:+.4f} [{r['diff_lo']:+.4f}, {r['diff_hi']:+.4f}]</td></tr>"
+        for _, r in t.iterrows())
+    return (f"<p class=meta>Before the pick, the front members that could be it and the baseline were "
+            f"re-scored with the same inherited weights on {int(t['images'].iloc[0])} val images "
+            f"(BN recalibrated on {int(t['bn_images'].iloc[0])} training images): the search's "
+            "estimates come from a smaller subset, and the fastest of many noisy estimates that "
+            "reach the baseline is biased upwards. Interval: 95% paired bootstrap over images.</p>"
+            f"<table><tr><th>arch</th><th>predicted ms</th><th>search {html.escape(key)}</th>"
+            f"<th>re-scored</th><th>minus baseline</th></tr>{rows}</table>")
+
+
 def _trust_html(inp: Inputs) -> str:
     t = inp.trust
     if not t:
@@ -545,6 +568,7 @@ def render_html(inp: Inputs, figures: dict[str, bytes | None], baseline_kind: st
             + ("" if any(m.get("baseline") for m in inp.retrained) or not inp.retrained else
                " The baseline has not been retrained (python retrain.py --arch baseline): "
                "its one-shot estimate is in the front table.") + "</p>", "nothing to compare")
+    section("Front confirmed before the pick", None, _confirmed_html(inp))
     section("Pick vs baseline, retrained", None, _comparison_html(inp))
     section("Can the one-shot ranking be trusted here?", "trust", _trust_html(inp),
             "no trust-check archs")

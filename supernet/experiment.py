@@ -26,7 +26,7 @@ from supernet.config import apply_overrides, from_dict, load_yaml
 from supernet.space import SearchSpace
 
 T = TypeVar("T")
-SECTIONS = ("supernet", "detector", "data", "train", "latency", "search", "retrain")
+SECTIONS = ("supernet", "detector", "data", "train", "latency", "search", "confirm", "retrain")
 
 
 @dataclass(frozen=True)

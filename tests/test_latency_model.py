@@ -138,3 +138,20 @@ def test_table_of_a_widened_space_is_accepted_on_request(setup):
     with pytest.warns(UserWarning, match="K9"):
         ms = table.predict(arch)
     assert np.isfinite(ms) and ms > table.predict(exp.space.largest())
+
+
+def test_evolve_strict_refuses_an_incomplete_table_before_searching(setup, tmp_path, capsys):
+    import evolve
+
+    exp, det, path = setup
+    gone = sorted(str(k) for k in exp.space.layers(exp.space.largest(), tuple(det.input_size))[2:4])
+    cut = _without(path, set(gone), tmp_path / "cut.csv")
+    supernet = tmp_path / "supernet.pt"
+    supernet.write_bytes(b"never read: the table check comes first")
+    argv = ["--config", str(ROOT / "experiments/tiny.yaml"), "--supernet", str(supernet),
+            "--latency-table", str(cut), "--latency-budget", "5ms", "--out", str(tmp_path / "s"),
+            "--strict", "--no-progress"]
+    with pytest.raises(SystemExit, match=r"--strict: latency table .*cut.csv lacks 2 entries") as err:
+        evolve.main(argv)
+    assert gone[0] in str(err.value) or gone[1] in str(err.value)
+    assert not (tmp_path / "s" / "candidates.csv").exists()  # refused before any search work

@@ -119,3 +119,19 @@ def test_report_explicit_paths(search_dir, tmp_path):
 def test_report_missing_search_folder(tmp_path):
     with pytest.raises(SystemExit, match="search folder not found"):
         report_cli.main([str(tmp_path / "nothing")])
+
+
+def test_report_shows_the_confirmed_front(search_dir, space):
+    pareto = pd.read_csv(search_dir / "pareto.csv")
+    table = pd.DataFrame([
+        {"arch": pareto["arch"].iloc[0], "latency_ms": 1.25, "search_ap": 0.61, "ap": 0.5512,
+         "diff": -0.0321, "diff_lo": -0.0605, "diff_hi": -0.0042, "baseline": False, "images": 200,
+         "bn_images": 128},
+        {"arch": str(space.baseline), "latency_ms": 3.0, "search_ap": 0.6, "ap": 0.5833,
+         "diff": 0.0, "diff_lo": 0.0, "diff_hi": 0.0, "baseline": True, "images": 200, "bn_images": 128}])
+    table.to_csv(search_dir / "confirmed.csv", index=False)
+    text = report_cli.main([str(search_dir)]).read_text()
+    section = text.split("<h2>Front confirmed before the pick</h2>")[1].split("<h2>")[0]
+    assert "re-scored with the same inherited weights on 200 val images" in section
+    assert "-0.0321 [-0.0605, -0.0042]" in section and "0.5512" in section
+    assert f"{space.baseline}</code> (baseline)" in section
