@@ -31,7 +31,8 @@ DEFAULT_CONFIG = Path(__file__).parent / "experiments" / "default.yaml"
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default=str(DEFAULT_CONFIG), help="experiment YAML")
+    p.add_argument("--config", help="experiment YAML (default: the config.yaml saved beside "
+                                    "--supernet, else experiments/default.yaml)")
     p.add_argument("--supernet", help="supernet checkpoint (default runs/<name>/supernet.pt)")
     p.add_argument("--latency-table", help="latency table CSV (default runs/<name>/latency.csv; "
                                            "built there if missing)")
@@ -68,6 +69,9 @@ def _overrides(args) -> list[str]:
         if value is not None:
             out.append(f"search.{key}={value}")
     if args.objective == "mnas":
+        if args.algorithm is not None:  # both name the search algorithm: refuse, don't pick one
+            raise SystemExit(f"error: --objective mnas runs the MnasNet search; it excludes "
+                             f"--algorithm {args.algorithm}")
         out.append("search.algorithm=mnas")
     if args.surrogate is not None:
         out.append(f"search.surrogate={str(args.surrogate).lower()}")
@@ -93,6 +97,9 @@ def main(argv: list[str] | None = None):
     from supernet.experiment import Experiment
     from supernet.lock import LockError, hold_lock
 
+    if args.config is None:  # a search that continues a run takes that run's experiment
+        saved = Path(args.supernet).parent / "config.yaml" if args.supernet else None
+        args.config = str(saved if saved is not None and saved.is_file() else DEFAULT_CONFIG)
     try:
         exp = Experiment.from_yaml(args.config, _overrides(args))
         cfg = exp.section("search", SearchConfig)

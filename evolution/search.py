@@ -96,13 +96,16 @@ def search(choices, objective_fn: ObjectiveFn, config: SearchConfig, out_dir: st
            n_obj: int, n_constr: int = 0, canonical: Callable = identity, key: Callable = vector_key,
            hv_reference=None, resume: bool = False, overwrite: bool = False) -> SearchResult:
     """NSGA-II / GA / random search of any categorical problem (see `evolution.engine`)."""
+    ref = hv_reference if hv_reference is not None else config.hv_reference
+    if ref is not None and len(ref) != n_obj:  # silently dropping it gave a NaN hypervolume
+        raise ValueError(f"hv_reference {tuple(ref)} has {len(ref)} values; the problem has {n_obj} "
+                         "objectives (one reference value per objective)")
     out, archive = _open_run(out_dir, resume, "x", overwrite)
     choices = np.asarray(choices, dtype=np.int64)
     problem = EncodedProblem(choices, n_obj, n_constr, canonical, key)
     fingerprint = {"choices": choices.tolist(), "n_obj": n_obj, "n_constr": n_constr,
                    **_search_fingerprint(config)}
-    ref = hv_reference if hv_reference is not None else config.hv_reference
-    ref = tuple(map(float, ref)) if ref is not None and len(ref) == n_obj else None
+    ref = tuple(map(float, ref)) if ref is not None else None
     _write_yaml(out / "search.yaml", config, n_var=len(choices), hv_reference=ref)
     summary = functools.partial(_vector_summary, ref=ref)
     optimize(problem, objective_fn, config, archive, run_dir=out, fingerprint=fingerprint,

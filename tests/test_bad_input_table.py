@@ -33,7 +33,7 @@ TINY_LINES = TINY.read_text().splitlines()
 BASELINE = str(Experiment.from_yaml(TINY).space.baseline)
 
 
-def _retrain(argv):  # test_bad_input's skips without retrain.py; this table never skips
+def _retrain(argv):
     from retrain import main
     return main(argv)
 

@@ -344,8 +344,6 @@ def test_search_checkpoint_is_data_and_resumes_bit_identically(tmp_path, algorit
 # -- retrain.py ------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_retrain_survives_sigkill(tmp_path, killed_table):
-    if not (ROOT / "retrain.py").exists():
-        pytest.skip("retrain.py does not exist yet")
     from retrain import main
 
     def args(out):

@@ -147,6 +147,15 @@ def test_nsga2_recovers_the_true_front(tmp_path):
     assert nondominated(F).all() and (result.pareto["g0"] <= 0).all()
 
 
+def test_a_reference_point_of_the_wrong_length_is_an_error(tmp_path):
+    problem = AnalyticProblem([3] * 6)
+    config = SearchConfig(population=4, generations=1, progress=False)
+    with pytest.raises(ValueError, match=r"hv_reference \(1.0, 2.0, 3.0\) has 3 values; the problem has 2"):
+        search(problem.choices, problem, config, tmp_path / "s", n_obj=2, n_constr=1,
+               hv_reference=(1.0, 2.0, 3.0))
+    assert problem.n_calls == 0 and not (tmp_path / "s").exists()  # refused before any work
+
+
 def test_nsga2_function_returns_a_pymoo_result():
     problem = AnalyticProblem([3] * 6)
     res = nsga2(problem.choices, problem, n_obj=2, n_constr=1, pop=16, gens=5, seed=1)
