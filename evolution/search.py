@@ -17,7 +17,8 @@ Run directory (every file written atomically):
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+import tempfile
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -92,14 +93,31 @@ def _write_yaml(path: Path, config: SearchConfig, **resolved) -> None:
     atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))
 
 
-def search(choices, objective_fn: ObjectiveFn, config: SearchConfig, out_dir: str | Path, *,
-           n_obj: int, n_constr: int = 0, canonical: Callable = identity, key: Callable = vector_key,
+def search(choices, objective_fn: ObjectiveFn, config: SearchConfig, out_dir: str | Path | None = None,
+           *, n_obj: int, n_constr: int = 0, canonical: Callable = identity, key: Callable = vector_key,
            hv_reference=None, resume: bool = False, overwrite: bool = False) -> SearchResult:
-    """NSGA-II / GA / random search of any categorical problem (see `evolution.engine`)."""
+    """NSGA-II / GA / random search (``config.algorithm``) of any categorical problem.
+
+    `choices`: the number of choices of each variable. `objective_fn(X)` gets an (n, n_var) int
+    array of choice indices (each row evaluated once per search) and returns ``(F, G)`` or
+    ``(F, G, records)``: F (n, `n_obj`) objectives, all minimised; G (n, `n_constr`) constraints,
+    feasible when <= 0, or None without constraints; records, n dicts whose keys become extra
+    columns of the candidates table. `canonical` maps a row to its canonical form (rows that
+    encode the same solution), `key` a row to its archive key. `hv_reference`: one value per
+    objective (else ``config.hv_reference``; None: no hypervolume). With `out_dir` the run is
+    resumable (candidates.csv, pareto.csv, search.yaml, checkpoint.json); None keeps it in memory.
+    """
     ref = hv_reference if hv_reference is not None else config.hv_reference
     if ref is not None and len(ref) != n_obj:  # silently dropping it gave a NaN hypervolume
         raise ValueError(f"hv_reference {tuple(ref)} has {len(ref)} values; the problem has {n_obj} "
                          "objectives (one reference value per objective)")
+    if out_dir is None:  # in memory: the loop's files live in a folder removed afterwards
+        if resume:
+            raise ValueError("resume=True needs the out_dir of the search to continue")
+        with tempfile.TemporaryDirectory(prefix="facenas-search-") as tmp:
+            result = search(choices, objective_fn, config, tmp, n_obj=n_obj, n_constr=n_constr,
+                            canonical=canonical, key=key, hv_reference=ref)
+        return replace(result, out_dir=None)
     out, archive = _open_run(out_dir, resume, "x", overwrite)
     choices = np.asarray(choices, dtype=np.int64)
     problem = EncodedProblem(choices, n_obj, n_constr, canonical, key)

@@ -147,6 +147,19 @@ def test_nsga2_recovers_the_true_front(tmp_path):
     assert nondominated(F).all() and (result.pareto["g0"] <= 0).all()
 
 
+def test_search_runs_in_memory_without_an_output_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    problem = AnalyticProblem([3] * 6)
+    config = SearchConfig(population=8, generations=3, seed=0, progress=False)
+    result = search(problem.choices, problem, config, n_obj=2, n_constr=1,
+                    hv_reference=problem.hv_reference)
+    assert result.out_dir is None and result.n_evaluated == problem.n_calls == 24
+    assert len(result.pareto) >= 1 and result.hypervolume > 0
+    assert list(tmp_path.iterdir()) == []  # nothing written where it ran
+    with pytest.raises(ValueError, match="resume=True needs the out_dir"):
+        search(problem.choices, problem, config, n_obj=2, n_constr=1, resume=True)
+
+
 def test_a_reference_point_of_the_wrong_length_is_an_error(tmp_path):
     problem = AnalyticProblem([3] * 6)
     config = SearchConfig(population=4, generations=1, progress=False)
