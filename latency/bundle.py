@@ -8,10 +8,17 @@
 Layout::
 
     bundle_320/manifest.json      {"table": {fingerprint, input_size, detector, ...},
-                                   "settings": {warmup, repeats, passes},
+                                   "settings": {warmup, repeats, passes, method, quantile, rounds},
                                    "entries": [{key, kind, file, inputs, op, kernel, ...}, ...]}
     bundle_320/onnx/00000.onnx    one model per entry
     bundle_320/device_bench.py    copy of latency/device_bench.py
+    bundle_320/robust.py          copy of latency/robust.py (the interleaved method, numpy only)
+    bundle_320/reference.onnx     the reference workload re-timed every round (drift, noise)
+    bundle_320/empty.onnx         onnxruntime's per-call overhead
+
+The device times the entries as `latency.measure` does here (``latency.method``: interleaved
+rounds, a low quantile, preempted time removed, drift corrected), so a device table and a local
+one are built the same way; the results carry the build's noise estimate and per-call overhead.
 
 With `--subnets K` (default latency.calibration_archs) the bundle also holds K whole detectors
 spread in FLOPs (kind "subnet", with the [key, weight] terms they sum in "parts"), so the import fits the
@@ -29,12 +36,13 @@ import numpy as np
 from tqdm import tqdm
 
 import latency.device_bench as device_bench
+import latency.robust as robust
 from detection.config import DetectorConfig
 from latency.calibrate import spread_archs
 from latency.config import LatencyConfig
 from latency.keys import Entry, arch_terms, build_entries
 from latency.measure import table_meta
-from latency.parts import Detector, export_entry, export_onnx
+from latency.parts import Detector, empty_onnx, export_entry, export_onnx, reference_onnx
 from supernet.experiment import Experiment
 from supernet.io import atomic_write_bytes, atomic_write_text
 
@@ -76,10 +84,15 @@ def write_bundle(exp: Experiment, overrides: list[str], lat: LatencyConfig, det:
                      "parts": arch_terms(space, arch, det), "file": file, "inputs": [[1, 3, *size]]})
     manifest = {"format": BUNDLE_FORMAT, "table": table,
                 "settings": {"warmup": lat.warmup, "repeats": lat.repeats, "passes": lat.passes,
-                             "clock": lat.clock},
+                             "clock": lat.clock, "method": lat.method, "quantile": lat.quantile,
+                             "rounds": lat.rounds},
                 "entries": rows}
     atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=1) + "\n")
     atomic_write_bytes(out / "device_bench.py", Path(device_bench.__file__).read_bytes())
+    # the interleaved method's pieces: its timing code and the workloads every round re-times
+    atomic_write_bytes(out / "robust.py", Path(robust.__file__).read_bytes())
+    atomic_write_bytes(out / "reference.onnx", reference_onnx())
+    atomic_write_bytes(out / "empty.onnx", empty_onnx())
     return manifest
 
 

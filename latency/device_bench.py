@@ -31,6 +31,11 @@ from typing import Callable
 import numpy as np
 import onnxruntime as ort
 
+try:  # inside facenas
+    from latency.robust import Runner, noise_summary, time_interleaved
+except ImportError:  # in a device bundle, where latency.bundle copies robust.py beside this file
+    from robust import Runner, noise_summary, time_interleaved
+
 RESULTS_FORMAT = "facenas-latency-results/1"
 # "wall": elapsed time (what a user waits). "cpu": CPU time of this process, which ignores time
 # spent preempted by other processes: use it with threads=1 on a shared, busy machine.
@@ -206,6 +211,13 @@ def run_bundle(manifest_path: Path, out: Path, threads: int, warmup: int | None 
         results["entries"] = old["entries"]
     done = {e["key"] for e in results["entries"]}
     todo = [e for e in manifest["entries"] if e["key"] not in done]
+    if settings.get("method", "sequential") == "interleaved":
+        for k in ("noise", "overhead_ms"):  # the build's reference rounds so far (a resume)
+            if out.exists() and k in old:
+                results[k] = old[k]
+        _run_interleaved(manifest_path.parent, todo, results, threads, provider, flush_every, out,
+                         len(manifest["entries"]), verbose)
+        return results
     start, since_flush = time.perf_counter(), 0
     for i, entry in enumerate(todo, 1):
         timing = measure_optional(entry["kind"], manifest_path.parent / entry["file"], threads,
@@ -225,6 +237,62 @@ def run_bundle(manifest_path: Path, out: Path, threads: int, warmup: int | None 
     if not todo:
         _write_json(out, results)
     return results
+
+
+def _run_interleaved(bundle: Path, todo: list[dict], results: dict, threads: int, provider: str,
+                     flush_every: int, out: Path, total: int, verbose: bool) -> None:
+    """`latency.robust.time_interleaved` over groups of `flush_every` entries, exactly as
+    `latency.measure` builds a local table: rounds in a fresh order, the settings' quantile,
+    preempted time removed (one thread, wall clock), drift corrected against the bundle's
+    reference workload, onnxruntime's per-call overhead timed on its empty model. Each group is
+    flushed to `out`; `results` gets ``noise`` (the build's noise estimate) and ``overhead_ms``."""
+    settings = results["settings"]
+    mode = "cpu" if settings.get("clock") == "cpu" else ("oncpu" if threads == 1 else "wall")
+
+    def runner(name: str) -> Runner:
+        return Runner(bind_session(make_session(bundle / name, threads, provider)), mode)
+
+    noise = results.get("noise") or {}
+    ref_rounds = list(noise.get("reference_rounds_ms", []))
+    overheads = list(noise.get("overhead_groups_ms", []))
+    base = noise.get("base_ms")
+    runs, preempted = int(noise.get("runs", 0)), int(noise.get("preempted", 0))
+    reference, empty = (runner("reference.onnx"), runner("empty.onnx")) if todo else (None, None)
+    start = time.perf_counter()
+    for first in range(0, len(todo), flush_every):
+        group = todo[first:first + flush_every]
+        runners: list[Runner | None] = []
+        for entry in group:
+            try:
+                runners.append(runner(entry["file"]))
+            except Exception:  # a layout reorder this build cannot run times as 0 (measure_optional)
+                if entry["kind"] != "reorder":
+                    raise
+                runners.append(None)
+        stats, ref = time_interleaved(runners + [empty], settings.get("rounds", 5), settings["warmup"],
+                                      settings["repeats"], settings.get("quantile", 0.2), reference,
+                                      base_ms=base, seed=len(results["entries"]))
+        overheads.append(stats.pop()["median_ms"])
+        base = ref["base_ms"] if base is None else base
+        ref_rounds += ref["reference_ms"]
+        runs += sum(r.runs for r in runners if r is not None)
+        preempted += sum(r.preempted for r in runners if r is not None)
+        for entry, st in zip(group, stats):
+            row = {k: v for k, v in entry.items() if k not in ("file", "inputs")}
+            row.update({k: st[k] for k in ("median_ms", "p90_ms", "cv", "pass_cv")})
+            row["measured_at"] = _now()
+            results["entries"].append(row)
+        results["noise"] = {**noise_summary(ref_rounds, runs, preempted), "base_ms": base,
+                            "preempted": preempted, "reference_rounds_ms": ref_rounds,
+                            "overhead_groups_ms": overheads}
+        results["overhead_ms"] = float(np.median(overheads))
+        _write_json(out, results)
+        if verbose:
+            print(f"{len(results['entries'])}/{total} entries, {time.perf_counter() - start:.0f} s, "
+                  f"reference CV {results['noise'].get('reference_cv', float('nan')) * 100:.2f}%",
+                  flush=True)
+    if not todo:
+        _write_json(out, results)
 
 
 def get_args_parser() -> argparse.ArgumentParser:

@@ -245,15 +245,22 @@ def import_results(results_path: str | Path, out: str | Path) -> pd.DataFrame:
             "n_expected": results["table"].get("n_entries", len(frame)),
             "cv": summarize_cv(frame), "updated_at": now(),
             "calibration": {"a": 1.0, "b": 0.0, "fitted": False}}
+    overhead = float(results.get("overhead_ms", 0.0))  # interleaved device runs time it
+    if "overhead_ms" in results:
+        meta["overhead_ms"] = overhead
+    if "noise" in results:
+        meta["noise"] = results["noise"]
     meta["complete"] = meta["n_entries"] == meta["n_expected"]
     subnets = [e for e in entries if e["kind"] == "subnet"]
     if len(subnets) >= 2:
-        median = dict(zip(frame["key"], frame["median_ms"]))
+        # each entry without the per-call overhead, the sum with it once (as LatencyTable.raw)
+        median = {k: (max(m - overhead, 0.0) if m > 0 else 0.0)
+                  for k, m in zip(frame["key"], frame["median_ms"])}
         missing = [k for s in subnets for k, _ in s["parts"] if k not in median]
         if missing:
             raise ValueError(f"{results_path}: subnet part {missing[0]!r} was not timed; "
                              "re-run device_bench.py to finish the bundle")
-        raw = [sum(w * median[k] for k, w in s["parts"]) for s in subnets]
+        raw = [sum(w * median[k] for k, w in s["parts"]) + overhead for s in subnets]
         meta["calibration"] = calibration_record([s["arch"] for s in subnets], raw,
                                                  [s["median_ms"] for s in subnets])
     write_table(frame, meta, out)

@@ -298,8 +298,16 @@ def test_device_results_import_reproduces_the_table(exp, det, lat, tmp_path):
     cal = table.meta["calibration"]
     assert cal["fitted"] and cal["n"] == 2
     subnets = [e for e in results["entries"] if e["kind"] == "subnet"]
-    raw = [sum(w * timed[k] for k, w in s["parts"]) for s in subnets]
+    # the device timed as here (interleaved): per-call overhead and noise estimate come along,
+    # and each part counts without the overhead, the whole subnet with it once
+    ov = results["overhead_ms"]
+    assert ov > 0 and table.meta["overhead_ms"] == ov and table.overhead_ms == ov
+    assert table.meta["noise"]["rounds"] == results["noise"]["rounds"] >= 5
+    assert table.meta["settings"]["method"] == "interleaved"
+    raw = [sum(w * (max(timed[k] - ov, 0) if timed[k] > 0 else 0) for k, w in s["parts"]) + ov
+           for s in subnets]
     assert (cal["a"], cal["b"]) == pytest.approx(fit_affine(raw, [s["median_ms"] for s in subnets]))
+    assert [table.raw(exp.space.parse(s["arch"])) for s in subnets] == pytest.approx(raw)
     assert table.meta["device"]["threads"] == 1 and table.meta["settings"]["repeats"] == 3
     # re-running the device script on the same results file resumes (nothing left to time)
     again = device_bench.run_bundle(tmp_path / "bundle/manifest.json", results_path, threads=1,
@@ -310,6 +318,18 @@ def test_device_results_import_reproduces_the_table(exp, det, lat, tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps({"format": "x"}))
     with pytest.raises(ValueError, match="not a device_bench results file"):
         import_results(tmp_path / "bad.json", tmp_path / "bad.csv")
+
+
+def test_a_sequential_bundle_times_one_entry_at_a_time(exp, det, tmp_path):
+    seq = LatencyConfig(warmup=1, repeats=3, method="sequential")
+    manifest = _mini_bundle(exp, det, seq, tmp_path / "bundle")
+    assert manifest["settings"]["method"] == "sequential"
+    results = device_bench.run_bundle(tmp_path / "bundle/manifest.json", tmp_path / "r.json",
+                                      threads=1, verbose=False)
+    assert len(results["entries"]) == len(manifest["entries"])
+    assert "overhead_ms" not in results and "noise" not in results  # the old method times neither
+    import_results(tmp_path / "r.json", tmp_path / "t.csv")
+    assert LatencyTable.load(tmp_path / "t.csv", exp.space, det).overhead_ms == 0.0
 
 
 def _torchless_env(tmp_path: Path) -> tuple[Path, dict]:
@@ -355,6 +375,7 @@ def test_bundle_script_runs_without_torch(exp, det, lat, tmp_path):
     assert [e["key"] for e in results["entries"]] == [e["key"] for e in manifest["entries"]]
     assert all(e["median_ms"] > 0 for e in results["entries"])
     assert results["device"]["threads"] == 1 and results["table"] == manifest["table"]
+    assert results["overhead_ms"] > 0 and results["noise"]["rounds"] >= 5  # the interleaved method
 
 
 def test_measure_cli_writes_table_and_sidecar(exp, monkeypatch, tmp_path):
