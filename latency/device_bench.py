@@ -32,9 +32,9 @@ import numpy as np
 import onnxruntime as ort
 
 try:  # inside facenas
-    from latency.robust import Runner, noise_summary, time_interleaved
+    from latency.robust import InterleavedBuild, Runner
 except ImportError:  # in a device bundle, where latency.bundle copies robust.py beside this file
-    from robust import Runner, noise_summary, time_interleaved
+    from robust import InterleavedBuild, Runner
 
 RESULTS_FORMAT = "facenas-latency-results/1"
 # "wall": elapsed time (what a user waits). "cpu": CPU time of this process, which ignores time
@@ -252,12 +252,12 @@ def _run_interleaved(bundle: Path, todo: list[dict], results: dict, threads: int
     def runner(name: str) -> Runner:
         return Runner(bind_session(make_session(bundle / name, threads, provider)), mode)
 
-    noise = results.get("noise") or {}
-    ref_rounds = list(noise.get("reference_rounds_ms", []))
-    overheads = list(noise.get("overhead_groups_ms", []))
-    base = noise.get("base_ms")
-    runs, preempted = int(noise.get("runs", 0)), int(noise.get("preempted", 0))
-    reference, empty = (runner("reference.onnx"), runner("empty.onnx")) if todo else (None, None)
+    if not todo:
+        _write_json(out, results)
+        return
+    build = InterleavedBuild(runner("reference.onnx"), runner("empty.onnx"), settings.get("rounds", 5),
+                             settings["warmup"], settings["repeats"], settings.get("quantile", 0.2),
+                             results.get("noise"))
     start = time.perf_counter()
     for first in range(0, len(todo), flush_every):
         group = todo[first:first + flush_every]
@@ -269,30 +269,17 @@ def _run_interleaved(bundle: Path, todo: list[dict], results: dict, threads: int
                 if entry["kind"] != "reorder":
                     raise
                 runners.append(None)
-        stats, ref = time_interleaved(runners + [empty], settings.get("rounds", 5), settings["warmup"],
-                                      settings["repeats"], settings.get("quantile", 0.2), reference,
-                                      base_ms=base, seed=len(results["entries"]))
-        overheads.append(stats.pop()["median_ms"])
-        base = ref["base_ms"] if base is None else base
-        ref_rounds += ref["reference_ms"]
-        runs += sum(r.runs for r in runners if r is not None)
-        preempted += sum(r.preempted for r in runners if r is not None)
-        for entry, st in zip(group, stats):
+        for entry, st in zip(group, build.time_group(runners, seed=len(results["entries"]))):
             row = {k: v for k, v in entry.items() if k not in ("file", "inputs")}
             row.update({k: st[k] for k in ("median_ms", "p90_ms", "cv", "pass_cv")})
             row["measured_at"] = _now()
             results["entries"].append(row)
-        results["noise"] = {**noise_summary(ref_rounds, runs, preempted), "base_ms": base,
-                            "preempted": preempted, "reference_rounds_ms": ref_rounds,
-                            "overhead_groups_ms": overheads}
-        results["overhead_ms"] = float(np.median(overheads))
+        results["noise"], results["overhead_ms"] = build.noise, build.overhead_ms
         _write_json(out, results)
         if verbose:
             print(f"{len(results['entries'])}/{total} entries, {time.perf_counter() - start:.0f} s, "
-                  f"reference CV {results['noise'].get('reference_cv', float('nan')) * 100:.2f}%",
+                  f"reference CV {build.noise.get('reference_cv', float('nan')) * 100:.2f}%",
                   flush=True)
-    if not todo:
-        _write_json(out, results)
 
 
 def get_args_parser() -> argparse.ArgumentParser:

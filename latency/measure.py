@@ -37,7 +37,7 @@ from latency.device_bench import (RESULTS_FORMAT, bind_session, device_info, mak
                                    measure_optional)
 from latency.keys import Entry, build_entries
 from latency.parts import empty_onnx, export_entry, reference_onnx
-from latency.robust import Runner, noise_summary, noise_warning, time_interleaved
+from latency.robust import InterleavedBuild, Runner, noise_warning
 from latency.table import (TABLE_COLUMNS, detector_meta, fit_affine, meta_path, read_meta,
                            write_meta, write_table)
 from supernet.experiment import Experiment
@@ -200,31 +200,17 @@ def _measure_interleaved(todo: list[Entry], rows: list[dict], meta: dict, det: D
     """Groups of `lat.flush_every` entries, each timed in interleaved rounds against the reference
     workload (`latency.robust.time_interleaved`), then flushed; the sidecar's `noise` accumulates
     over the build (and across a resume: its per-round reference figures are kept)."""
-    noise = dict(meta.get("noise") or {})
-    ref_rounds = list(noise.get("reference_rounds_ms", []))
-    base = noise.get("base_ms")
-    runs, preempted = int(noise.get("runs", 0)), int(noise.get("preempted", 0))
-    overheads = list(noise.get("overhead_groups_ms", []))
-    reference = open_session(reference_onnx(), lat) if todo else None
-    empty = open_session(empty_onnx(), lat) if todo else None
+    if not todo:
+        return
+    build = InterleavedBuild(open_session(reference_onnx(), lat), open_session(empty_onnx(), lat),
+                             lat.rounds, lat.warmup, lat.repeats, lat.quantile, meta.get("noise"))
     for start in range(0, len(todo), lat.flush_every):
         group = todo[start:start + lat.flush_every]
-        runners = [open_entry(e, det, lat) for e in group]
-        stats, ref = time_interleaved(runners + [empty], lat.rounds, lat.warmup, lat.repeats,
-                                      lat.quantile, reference, base_ms=base, seed=len(rows))
-        overheads.append(stats.pop()["median_ms"])
-        base = ref["base_ms"] if base is None else base
-        ref_rounds += ref["reference_ms"]
-        live = [r for r in runners if r is not None]
-        runs += sum(getattr(r, "runs", 0) for r in live)  # `Runner` counts; a plain callable not
-        preempted += sum(getattr(r, "preempted", 0) for r in live)
+        stats = build.time_group([open_entry(e, det, lat) for e in group], seed=len(rows))
         for entry, st in zip(group, stats):
             rows.append({**entry.row(), **{k: st[k] for k in TABLE_COLUMNS if k in st},
                          "measured_at": now()})
-        meta["noise"] = {**noise_summary(ref_rounds, runs, preempted), "base_ms": base,
-                         "preempted": preempted, "reference_rounds_ms": ref_rounds,
-                         "overhead_groups_ms": overheads}
-        meta["overhead_ms"] = float(np.median(overheads))  # per call, see `parts.empty_onnx`
+        meta["noise"], meta["overhead_ms"] = build.noise, build.overhead_ms
         bar.update(len(group))
         flush()
 

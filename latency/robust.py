@@ -145,6 +145,48 @@ def time_interleaved(runners: Sequence[Callable[[int], np.ndarray] | None], roun
     return stats, {"reference_ms": ref_ms, "base_ms": base, "factors": factors.tolist()}
 
 
+class InterleavedBuild:
+    """A table build timed group by group (`time_interleaved`), as `latency.measure` does locally
+    and `device_bench` on a device: keeps the reference baseline, rounds, runs, preemptions and
+    per-call overheads across groups (and across a resume, from a saved `noise` record)."""
+
+    def __init__(self, reference: Callable[[int], np.ndarray], empty: Callable[[int], np.ndarray],
+                 rounds: int, warmup: int, repeats: int, quantile: float, noise: dict | None = None):
+        self.reference, self.empty = reference, empty
+        self.rounds, self.warmup, self.repeats, self.quantile = rounds, warmup, repeats, quantile
+        noise = noise or {}
+        self.ref_rounds = list(noise.get("reference_rounds_ms", []))
+        self.overheads = list(noise.get("overhead_groups_ms", []))
+        self.base = noise.get("base_ms")
+        self.runs, self.preempted = int(noise.get("runs", 0)), int(noise.get("preempted", 0))
+
+    def time_group(self, runners: Sequence[Callable[[int], np.ndarray] | None], seed: int
+                   ) -> list[dict]:
+        """`time_interleaved` stats of `runners` (None times as 0) against this build's baseline."""
+        stats, ref = time_interleaved(list(runners) + [self.empty], self.rounds, self.warmup,
+                                      self.repeats, self.quantile, self.reference,
+                                      base_ms=self.base, seed=seed)
+        self.overheads.append(stats.pop()["median_ms"])
+        self.base = ref["base_ms"] if self.base is None else self.base
+        self.ref_rounds += ref["reference_ms"]
+        live = [r for r in runners if r is not None]
+        self.runs += sum(getattr(r, "runs", 0) for r in live)  # `Runner` counts; a plain callable not
+        self.preempted += sum(getattr(r, "preempted", 0) for r in live)
+        return stats
+
+    @property
+    def noise(self) -> dict:
+        """The sidecar's / results' ``noise`` record (`noise_summary` + what a resume needs)."""
+        return {**noise_summary(self.ref_rounds, self.runs, self.preempted), "base_ms": self.base,
+                "preempted": self.preempted, "reference_rounds_ms": self.ref_rounds,
+                "overhead_groups_ms": self.overheads}
+
+    @property
+    def overhead_ms(self) -> float:
+        """onnxruntime's fixed cost per call (median over the groups, see `parts.empty_onnx`)."""
+        return float(np.median(self.overheads)) if self.overheads else 0.0
+
+
 def noise_summary(reference_ms: Sequence[float], runs: int = 0, preempted: int = 0) -> dict:
     """The build's own noise estimate: CV of the reference over all rounds, its range around the
     median (%), and the share of timed runs that were preempted (oncpu mode)."""
