@@ -29,7 +29,6 @@ from tqdm import tqdm
 
 from detection.evaluate import bootstrap_ap, paired_difference
 from evolution.evaluator import EvalConfig, SupernetEvaluator
-from supernet.bn import recalibrate_bn
 from supernet.experiment import Experiment
 
 BASELINE = "baseline"
@@ -84,9 +83,7 @@ def confirm_front(checkpoint: dict, exp: Experiment, pareto: pd.DataFrame, ap_ke
     archs[BASELINE] = baseline["arch"]
     preds = {}
     for name, text in tqdm(archs.items(), desc="confirm front", unit="arch", disable=not progress):
-        arch = exp.space.parse(text)
-        recalibrate_bn(ev.model, arch, ev.recal)
-        preds[name] = ev.val.predict(ev.model, arch)
+        preds[name] = ev.predict(exp.space.parse(text))[0]
     boot = bootstrap_ap(preds, ev.val.gt, n=cfg.resamples, seed=cfg.seed)
     out = []
     for name, text in archs.items():

@@ -77,11 +77,16 @@ class SupernetEvaluator:
         recal = recalibration_batches(data_cfg, size, cfg.bn_batches * cfg.batch_size, cfg.batch_size)
         return cls(model, val, recal, loss=cfg.loss)
 
-    def evaluate_one(self, arch: Arch) -> dict[str, float]:
+    def predict(self, arch: Arch) -> tuple[dict, float | None]:
+        """`arch`'s val predictions with inherited weights and recalibrated BatchNorm, and its
+        held-out loss (None without `loss`)."""
         recalibrate_bn(self.model, arch, self.recal)
         self.model.eval()
         self.n_evaluated += 1
-        preds, loss = self.val.predict_with_loss(self.model, arch, self.loss_fn)
+        return self.val.predict_with_loss(self.model, arch, self.loss_fn)
+
+    def evaluate_one(self, arch: Arch) -> dict[str, float]:
+        preds, loss = self.predict(arch)
         scores = self.val.scores(preds)
         if loss is not None:
             scores["loss"] = loss
