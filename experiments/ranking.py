@@ -335,7 +335,8 @@ def analyse(frame: pd.DataFrame, variants: list[str], repeat: list[int], cfg: Ra
                                 for b in BASELINES}
             r["vs_best_baseline"] = {"baseline": best_baseline, **r["vs_baseline"][best_baseline]}
         result[name] = r
-    return {"truth": f"standalone seed-0 {cfg.metric}", "budget_ms": budget,
+    # columns standalone_seed0 / standalone_seed1 hold train.seed and train.seed + 1
+    return {"truth": f"stand-alone {cfg.metric} at the first seed (train.seed)", "budget_ms": budget,
             "truth_distinct": int(np.unique(truth[np.isfinite(truth)]).size),
             "ceiling": {**ceiling, "archs": repeat}, "best_baseline": best_baseline,
             "rankers": result, "verdict": verdict(result, ceiling)}
