@@ -55,7 +55,7 @@ def confirm_stage(exp, run: Path, search: Path) -> None:
     from detection.engine import TrainConfig
     from detection.run import load_checkpoint
     from evolution.confirm import ConfirmConfig, confirm_front
-    from supernet.io import atomic_write_csv
+    from supernet.io import atomic_write_csv, true_rows
 
     cfg = exp.section("confirm", ConfirmConfig)
     out = search / CONFIRMED
@@ -64,11 +64,11 @@ def confirm_stage(exp, run: Path, search: Path) -> None:
     pareto = rt.read_pareto(search / "pareto.csv")
     if out.is_file():  # done, unless the search has moved on since (a resumed, longer search)
         done = pd.read_csv(out)
-        if set(done.loc[done["baseline"].astype(str).str.lower() != "true", "arch"]) <= set(pareto["arch"]):
+        if set(done.loc[~true_rows(done, "baseline"), "arch"]) <= set(pareto["arch"]):
             return
     key = rt.search_ap_key(search, pareto)
     candidates = pd.read_csv(search / "candidates.csv")
-    base = candidates[candidates["baseline"].astype(str).str.lower() == "true"]
+    base = candidates[true_rows(candidates, "baseline")]
     if base.empty:
         print("note: the search has no baseline row: nothing to confirm the front against", flush=True)
         return
@@ -90,6 +90,7 @@ def choose_pick(search: Path, rule: str, budget: str) -> dict:
     import pandas as pd
 
     from detection import retrain as rt
+    from supernet.io import true_rows
 
     pareto = rt.read_pareto(search / "pareto.csv")
     key = rt.search_ap_key(search, pareto)
@@ -99,7 +100,7 @@ def choose_pick(search: Path, rule: str, budget: str) -> dict:
     confirmed = search / CONFIRMED
     if rule == "fastest-not-worse" and confirmed.is_file():
         table = pd.read_csv(confirmed)
-        is_base = table["baseline"].astype(str).str.lower() == "true"
+        is_base = true_rows(table, "baseline")
         base_row = table[is_base].iloc[0]
         try:
             row = rt.pick_from_pareto(table[~is_base], rule, key, float(base_row[key]))

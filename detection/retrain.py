@@ -44,7 +44,7 @@ from latency.config import LatencyConfig
 from supernet.device import select_device
 from supernet.config import load_yaml
 from supernet.experiment import Experiment
-from supernet.io import atomic_write_text
+from supernet.io import atomic_write_text, true_rows
 from supernet.lock import Lock, hold_lock
 from supernet.space import Arch
 
@@ -152,7 +152,7 @@ def baseline_one_shot(search_dir: Path, ap_key: str) -> float | None:
     frame = pd.read_csv(path)
     if "baseline" not in frame or ap_key not in frame:
         return None
-    rows = frame[frame["baseline"].astype(str).str.lower() == "true"]
+    rows = frame[true_rows(frame, "baseline")]
     return float(rows[ap_key].iloc[0]) if len(rows) else None
 
 

@@ -33,7 +33,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from supernet.config import load_yaml  # noqa: E402
-from supernet.io import atomic_write_bytes, atomic_write_text  # noqa: E402
+from supernet.io import atomic_write_bytes, atomic_write_text, true_rows  # noqa: E402
 
 SETTINGS = ("easy", "medium", "hard")
 
@@ -508,11 +508,12 @@ def _confirmed_html(inp: Inputs) -> str:
     if t is None or t.empty or key not in t:
         return ('<p class="note">the front was not confirmed (pipeline.py re-scores the members that '
                 'could be the pick on more images before picking: confirm.archs)</p>')
+    base = true_rows(t, "baseline")
     rows = "".join(
-        f"<tr><td><code>{html.escape(str(r['arch']))}</code>{' (baseline)' if str(r['baseline']).lower() == 'true' else ''}</td>"
+        f"<tr><td><code>{html.escape(str(r['arch']))}</code>{' (baseline)' if base[i] else ''}</td>"
         f"<td>{r['latency_ms']:.3f}</td><td>{r[f'search_{key}']:.4f}</td><td>{r[key]:.4f}</td>"
         f"<td>{r['diff']:+.4f} [{r['diff_lo']:+.4f}, {r['diff_hi']:+.4f}]</td></tr>"
-        for _, r in t.iterrows())
+        for i, r in t.iterrows())
     return (f"<p class=meta>Before the pick, the front members that could be it and the baseline were "
             f"re-scored with the same inherited weights on {int(t['images'].iloc[0])} val images "
             f"(BN recalibrated on {int(t['bn_images'].iloc[0])} training images): the search's "

@@ -98,3 +98,9 @@ def atomic_write_csv(frame, path: str | Path, **kwargs) -> None:
     """Write a pandas DataFrame atomically (index off unless asked)."""
     kwargs.setdefault("index", False)
     atomic_write_text(path, frame.to_csv(**kwargs))
+
+
+def true_rows(frame, column: str):
+    """Boolean mask of the rows whose `column` reads true (a CSV flag such as ``baseline``: pandas
+    parses it as bool, or as text when a row is blank or the file was edited by hand)."""
+    return frame[column].astype(str).str.lower() == "true"
