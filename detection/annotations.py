@@ -23,7 +23,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from supernet.io import read_text
+from core.io import read_text
 
 ATTRIBUTES = ("blur", "expression", "illumination", "invalid", "occlusion", "pose")
 
@@ -101,7 +101,7 @@ def read_annotations(path: str | Path) -> list[ImageAnnotation]:
 
 def write_annotations(path: str | Path, annotations: list[ImageAnnotation]) -> None:
     """Write annotations in the official format (with its 0-face convention)."""
-    from supernet.io import atomic_write_text
+    from core.io import atomic_write_text
 
     parts = []
     for ann in annotations:

@@ -117,7 +117,7 @@ def gather_shards(items: list, info: DistInfo, fn) -> list:
 
 
 def make_sync(info: DistInfo):
-    """The `sync` hook of `detection.engine.train_step` for this process group (None if single)."""
+    """The `sync` hook of `detection.loop.train_step` for this process group (None if single)."""
     if not info.enabled:
         return None
 

@@ -36,7 +36,7 @@ from detection.neck import FPNHead, SlicedLateral
 from detection.postprocess import postprocess
 from supernet.blocks import Backbone, ConvBNAct
 from supernet.net import Supernet
-from supernet.space import Arch, SearchSpace
+from core.space import Arch, SearchSpace
 
 
 class Detector(nn.Module):

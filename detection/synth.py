@@ -451,7 +451,7 @@ def generate(out_dir: Path, seed: int, n_train: int, n_val: int, size: int,
              workers: int | None = None) -> None:
     """Write the whole dataset into `out_dir` (no marker; see ensure_synthetic)."""
     from detection.annotations import ImageAnnotation, write_annotations
-    from detection.evaluate import write_ground_truth
+    from detection.wider_eval import write_ground_truth
 
     tasks = [(str(out_dir), seed, split, i, size)
              for split, n in (("train", n_train), ("val", n_val)) for i in range(n)]
@@ -492,7 +492,7 @@ def ensure_synthetic(cache_dir: Path | None = None, seed: int = 0, n_train: int 
     written last, then renamed into place: a killed run leaves no folder that looks complete, and
     leftovers of dead runs (and a marker-less folder) are removed and regenerated.
     """
-    from supernet.io import atomic_write_text
+    from core.io import atomic_write_text
 
     if min(n_train, n_val) < 1 or size < 4 * MIN_FACE_PX:
         raise ValueError(f"synthetic dataset needs n_train, n_val >= 1 and size >= {4 * MIN_FACE_PX}, "

@@ -11,7 +11,7 @@ One generic core, one thin adapter:
   returning a pymoo `Result`.
 * `run_search(space, evaluate, latency, config, out_dir, input_size=..., baseline=...)` searches a
   `SearchSpace`: ``evaluate(archs) -> list[dict]`` (at least ``"ap"``) and
-  ``latency(archs) -> np.ndarray`` (ms) become F = [-AP, latency(, params|FLOPs)] with the budget as
+  ``latency(archs) -> np.ndarray`` (ms) become F = [-AP, latency(, params|MACs)] with the budget as
   G = latency - budget <= 0 (or, for ``algorithm: mnas``, F = [-AP x (latency/budget)^-0.07]).
 
 Either writes ``candidates.csv`` (every distinct candidate, evaluated once: the cache),
@@ -35,11 +35,11 @@ Example on an analytic problem (AP with diminishing returns, additive latency)::
 
 and on a search space, with a stand-in evaluator (the supernet's place)::
 
-    >>> from supernet.experiment import Experiment
+    >>> from core.experiment import Experiment
     >>> from evolution import fake_arch_evaluator, run_search
     >>> space = Experiment.from_yaml("experiments/tiny.yaml").space
     >>> evaluate, latency = fake_arch_evaluator(space)
-    >>> config = SearchConfig(population=8, generations=3, latency_budget="4ms", progress=False)
+    >>> config = ArchSearchConfig(population=8, generations=3, latency_budget="4ms", progress=False)
     >>> result = run_search(space, evaluate, latency, config, tempfile.mkdtemp(),
     ...                     input_size=(64, 64), baseline=space.baseline)
     >>> sorted(p.name for p in result.out_dir.iterdir())
@@ -51,15 +51,15 @@ and on a search space, with a stand-in evaluator (the supernet's place)::
 from evolution.analytic import AnalyticProblem, fake_arch_evaluator
 from evolution.archive import Archive
 from evolution.budget import check_budget, parse_budget
-from evolution.config import SearchConfig
-from evolution.engine import EncodedProblem, RandomSearch, build_algorithm, nsga2, optimize
+from evolution.config import ArchSearchConfig, SearchConfig
+from evolution.optimizer import EncodedProblem, RandomSearch, build_algorithm, nsga2, optimize
 from evolution.pareto import feasible_front, hypervolume, nondominated
 from evolution.plots import plot_pareto
 from evolution.problem import ArchObjectives, mnas_reward
 from evolution.search import SearchResult, run_search, search
 
 __all__ = [
-    "AnalyticProblem", "Archive", "ArchObjectives", "EncodedProblem", "RandomSearch", "SearchConfig",
+    "AnalyticProblem", "Archive", "ArchObjectives", "ArchSearchConfig", "EncodedProblem", "RandomSearch", "SearchConfig",
     "SearchResult", "build_algorithm", "check_budget", "fake_arch_evaluator", "feasible_front",
     "hypervolume", "mnas_reward", "nondominated", "nsga2", "optimize", "parse_budget", "plot_pareto",
     "run_search", "search",

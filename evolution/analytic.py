@@ -12,7 +12,7 @@ search can be scored against the true front's hypervolume.
 
 `fake_arch_evaluator(space)` gives the arch-level pair the search expects from the real pipeline,
 ``evaluate(archs) -> list[dict]`` (``ap``, ``ap_easy``, ``ap_medium``, ``ap_hard``) and
-``latency(archs) -> ms``, computed from FLOPs, params, kernels and SE (deterministic, instant).
+``latency(archs) -> ms``, computed from MACs, params, kernels and SE (deterministic, instant).
 """
 
 from __future__ import annotations
@@ -69,20 +69,20 @@ class AnalyticProblem:
 
 def fake_arch_evaluator(space, input_size: tuple[int, int] = (64, 64)):
     """(evaluate, latency) callables for `space` standing in for the supernet and latency table."""
-    ref_flops = space.flops(space.baseline, input_size)
+    ref_macs = space.macs(space.baseline, input_size)
 
     def evaluate(archs) -> list[dict]:
         out = []
         for arch in archs:
-            flops = space.flops(arch, input_size) / ref_flops
+            macs = space.macs(arch, input_size) / ref_macs
             bonus = sum(0.01 * (b.kernel - 3) / 2 + 0.02 * (b.se > 0) for b in arch.blocks[1:])
-            ap = float(np.clip(0.6 * (1 - np.exp(-1.5 * flops)) + 0.15 + bonus, 0.0, 1.0))
+            ap = float(np.clip(0.6 * (1 - np.exp(-1.5 * macs)) + 0.15 + bonus, 0.0, 1.0))
             out.append({"ap": ap, "ap_easy": ap ** 0.5, "ap_medium": ap ** 0.8, "ap_hard": ap ** 1.6})
         return out
 
     def latency(archs) -> np.ndarray:
-        # memory-bound toy device: FLOPs, plus a fixed cost per block and per SE (pool + 2 FCs)
-        return np.array([2.0 * space.flops(a, input_size) / ref_flops + 0.1 * len(a)
+        # memory-bound toy device: MACs, plus a fixed cost per block and per SE (pool + 2 FCs)
+        return np.array([2.0 * space.macs(a, input_size) / ref_macs + 0.1 * len(a)
                          + 0.15 * sum(b.se > 0 for b in a.blocks) for a in archs])
 
     return evaluate, latency

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from supernet.io import atomic_write_csv
+from core.io import atomic_write_csv
 
 
 class Archive:

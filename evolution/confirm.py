@@ -12,7 +12,7 @@ pick (faster than the baseline, search estimate within ``slack`` of the baseline
 ``archs`` of them, spread over their latency range, the fastest always included) and the
 baseline itself, on more val images (``images``) after BatchNorm recalibration on more batches
 (``bn_batches``), every arch on the same images and batches. Each member's AP difference to the
-baseline comes with a paired bootstrap interval over images (`detection.evaluate.bootstrap_ap`),
+baseline comes with a paired bootstrap interval over images (`detection.wider_eval.bootstrap_ap`),
 so the pick rule compares like with like and the report can say how sure the estimate is.
 
     >>> table = confirm_front(checkpoint, exp, pareto, "ap_mean", baseline_row)   # doctest: +SKIP
@@ -27,9 +27,9 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from detection.evaluate import bootstrap_ap, paired_difference
+from detection.wider_eval import bootstrap_ap, paired_difference
 from evolution.evaluator import EvalConfig, SupernetEvaluator
-from supernet.experiment import Experiment
+from core.experiment import Experiment
 
 BASELINE = "baseline"
 
@@ -84,7 +84,7 @@ def confirm_front(checkpoint: dict, exp: Experiment, pareto: pd.DataFrame, ap_ke
     preds = {}
     for name, text in tqdm(archs.items(), desc="confirm front", unit="arch", disable=not progress):
         preds[name] = ev.predict(exp.space.parse(text))[0]
-    boot = bootstrap_ap(preds, ev.val.gt, n=cfg.resamples, seed=cfg.seed)
+    boot = bootstrap_ap(preds, ev.scorer.val.gt, n=cfg.resamples, seed=cfg.seed)
     out = []
     for name, text in archs.items():
         row = rows.iloc[int(name)] if name != BASELINE else pd.Series(baseline)

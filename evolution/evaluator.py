@@ -20,19 +20,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from tqdm import tqdm
 
 from detection.config import DetectorConfig
 from detection.data import DataConfig
-from detection.inference import ValSet, recalibration_batches
-from detection.loss import DetectionLoss
-from detection.model import Detector, build_supernet_detector
+from detection.model import build_supernet_detector
+from detection.scoring import SubnetScorer
 from supernet.net import SupernetConfig
-from supernet.bn import recalibrate_bn
-from supernet.device import select_device
-from supernet.experiment import Experiment
-from supernet.space import Arch
+from core.device import flush_denormals, select_device
+from core.checkpoint import check_checkpoint
+from core.experiment import Experiment
+from core.space import Arch
 
 
 @dataclass(frozen=True)
@@ -47,50 +45,37 @@ class EvalConfig:
 
 
 class SupernetEvaluator:
-    """Callable: list of archs -> list of AP dicts (see module docstring)."""
+    """Callable: list of archs -> list of AP dicts (module docstring): the search's adapter of
+    `detection.scoring.SubnetScorer`, the scorer that training and prediction also use."""
 
-    def __init__(self, model: Detector, val: ValSet, recal: list[torch.Tensor],
-                 progress: bool = False, loss: bool = True):
-        self.model, self.val, self.recal, self.progress = model, val, recal, progress
-        self.loss_fn = DetectionLoss(model.cfg) if loss else None
-        self.n_evaluated = 0
+    def __init__(self, scorer: SubnetScorer, progress: bool = False):
+        self.scorer, self.progress = scorer, progress
+
+    @property
+    def n_evaluated(self) -> int:
+        return self.scorer.n_scored
 
     @classmethod
     def from_checkpoint(cls, checkpoint: dict, exp: Experiment, cfg: EvalConfig,
                         device: str = "auto", source: str = "supernet checkpoint"
                         ) -> "SupernetEvaluator":
         """`source` (the checkpoint's path) names the file in errors."""
-        if checkpoint.get("kind") != "supernet":
-            raise ValueError(f"{source}: the search needs a supernet checkpoint (train_supernet.py), "
-                             f"got a {checkpoint.get('kind')!r} checkpoint")
-        if checkpoint["space"] != exp.space.fingerprint():
-            raise ValueError(f"{source}: supernet checkpoint from another search space (fingerprint "
-                             f"{checkpoint['space']}, config {exp.space.source} "
-                             f"{exp.space.fingerprint()}); pass the --config it was trained with")
+        check_checkpoint(checkpoint, source, kind="supernet", space=exp.space)
         det_cfg = exp.section("detector", DetectorConfig)
-        data_cfg = exp.section("data", DataConfig)
         model = build_supernet_detector(exp.space, det_cfg, exp.section("supernet", SupernetConfig).sharing)
         model.load_state_dict(checkpoint["model"])
+        flush_denormals()
         model.to(select_device(device)).eval()
-        size = max(det_cfg.input_size)
-        val = ValSet.load(data_cfg, size=size, limit=cfg.eval_images)
-        recal = recalibration_batches(data_cfg, size, cfg.bn_batches * cfg.batch_size, cfg.batch_size)
-        return cls(model, val, recal, loss=cfg.loss)
+        return cls(SubnetScorer.build(model, exp.section("data", DataConfig), det_cfg, cfg.eval_images,
+                                      cfg.bn_batches, cfg.batch_size, loss=cfg.loss))
 
     def predict(self, arch: Arch) -> tuple[dict, float | None]:
         """`arch`'s val predictions with inherited weights and recalibrated BatchNorm, and its
         held-out loss (None without `loss`)."""
-        recalibrate_bn(self.model, arch, self.recal)
-        self.model.eval()
-        self.n_evaluated += 1
-        return self.val.predict_with_loss(self.model, arch, self.loss_fn)
+        return self.scorer.predict(arch)
 
     def evaluate_one(self, arch: Arch) -> dict[str, float]:
-        preds, loss = self.predict(arch)
-        scores = self.val.scores(preds)
-        if loss is not None:
-            scores["loss"] = loss
-        return scores
+        return self.scorer.score(arch)
 
     def __call__(self, archs: list[Arch]) -> list[dict[str, float]]:
         it = tqdm(archs, desc="evaluate", leave=False, disable=not self.progress)

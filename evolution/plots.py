@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from supernet.io import atomic_write_bytes  # noqa: E402
+from core.io import atomic_write_bytes  # noqa: E402
 
 
 def plot_pareto(candidates: pd.DataFrame, pareto: pd.DataFrame, path: str | Path, *, ap_key: str = "ap",

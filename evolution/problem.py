@@ -1,6 +1,6 @@
 """The arch adapter: a `SearchSpace`, an AP evaluator and a latency predictor as an objective function.
 
-The search core (`evolution.engine`) sees integer vectors; `ArchObjectives` decodes them and asks
+The search core (`evolution.optimizer`) sees integer vectors; `ArchObjectives` decodes them and asks
 
 * ``evaluate(archs: list[Arch]) -> list[dict]``, each dict with at least ``"ap"`` (any other keys,
   e.g. ``ap_easy/ap_medium/ap_hard``, are kept as CSV columns), and
@@ -13,7 +13,7 @@ objectives         F                                        G (with a budget)
 =================  ======================================  ===========================
 ap_latency         [-AP, latency_ms]                        [latency_ms - budget_ms]
 ap_latency_params  [-AP, latency_ms, params]                same
-ap_latency_flops   [-AP, latency_ms, flops]                 same
+ap_latency_macs   [-AP, latency_ms, macs]                 same
 algorithm mnas     [-AP x (latency_ms / budget_ms) ** w]    none (a soft constraint)
 =================  ======================================  ===========================
 
@@ -28,7 +28,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from evolution.config import SearchConfig
-from supernet.space import Arch, SearchSpace
+from core.space import Arch, SearchSpace
 
 Evaluate = Callable[[Sequence[Arch]], list]
 Latency = Callable[[Sequence[Arch]], np.ndarray]
@@ -70,7 +70,7 @@ class ArchObjectives:
         return 0 if self.config.algorithm == "mnas" or self.budget_ms is None else 1
 
     def records(self, archs: Sequence[Arch]) -> list[dict]:
-        """Evaluator metrics + predicted latency, params, FLOPs, feasibility (+ MnasNet reward)."""
+        """Evaluator metrics + predicted latency, params, MACs, feasibility (+ MnasNet reward)."""
         metrics = list(self.evaluate(list(archs)))
         latency = np.asarray(self.latency(list(archs)), dtype=float).reshape(-1)
         if len(metrics) != len(archs) or len(latency) != len(archs):
@@ -81,7 +81,7 @@ class ArchObjectives:
         for arch, m, ms in zip(archs, metrics, latency):
             rec = {k: float(v) for k, v in m.items()}
             rec.update(latency_ms=float(ms), params=self.space.params(arch),
-                       flops=self.space.flops(arch, self.input_size),
+                       macs=self.space.macs(arch, self.input_size),
                        feasible=bool(self.budget_ms is None or ms <= self.budget_ms))
             if self.config.algorithm == "mnas":
                 rec["mnas_reward"] = float(mnas_reward(rec[self.ap_key], ms, self.budget_ms,
@@ -93,7 +93,7 @@ class ArchObjectives:
         if self.config.algorithm == "mnas":
             return -np.array([[r["mnas_reward"] for r in records]]).T, None
         third = {"ap_latency": [], "ap_latency_params": ["params"],
-                 "ap_latency_flops": ["flops"]}[self.config.objectives]
+                 "ap_latency_macs": ["macs"]}[self.config.objectives]
         F = np.array([[-r[self.ap_key], r["latency_ms"]] + [float(r[c]) for c in third]
                       for r in records])
         G = None if self.budget_ms is None else F[:, 1:2] - self.budget_ms

@@ -28,16 +28,16 @@ import yaml
 
 from evolution.archive import Archive
 from evolution.budget import check_budget, parse_budget
-from evolution.config import SearchConfig
-from evolution.engine import (CANDIDATES, CHECKPOINT, LEGACY_CHECKPOINT, SURROGATE_LOG, EncodedProblem,
+from evolution.config import ArchSearchConfig, SearchConfig
+from evolution.optimizer import (CANDIDATES, CHECKPOINT, LEGACY_CHECKPOINT, SURROGATE_LOG, EncodedProblem,
                               ObjectiveFn, optimize, vector_key)
 from evolution.operators import identity
 from evolution.pareto import feasible_front, hypervolume, nondominated
 from evolution.plots import plot_pareto
 from evolution.problem import ArchObjectives, Evaluate, Latency, resolve_ap_key
-from supernet.config import to_dict
-from supernet.io import atomic_write_csv, atomic_write_text
-from supernet.space import Arch, SearchSpace
+from core.config import to_dict
+from core.io import atomic_write_csv, atomic_write_text
+from core.space import Arch, SearchSpace
 
 
 @dataclass
@@ -58,7 +58,7 @@ class SearchResult:
 
     def report(self) -> str:
         """The front beside the baseline, as text for logs."""
-        cols = [c for c in ("arch", self.ap_key, "latency_ms", "params", "flops") if c]
+        cols = [c for c in ("arch", self.ap_key, "latency_ms", "params", "macs") if c]
         lines = [f"{len(self.pareto)} Pareto-optimal of {self.n_evaluated} evaluated; "
                  f"hypervolume {self.hypervolume:.4f} (reference {self.hv_reference})"]
         lines.append(self.pareto[[c for c in cols if c in self.pareto]].to_string(index=False))
@@ -159,7 +159,10 @@ def run_search(space: SearchSpace, evaluate: Evaluate, latency: Latency, config:
                record: dict | None = None) -> SearchResult:
     """Search `space` for archs maximising AP (`evaluate`) and minimising latency (`latency`).
 
-    An `out_dir` already holding a search needs `resume` (same config) or `overwrite`."""
+    An `out_dir` already holding a search needs `resume` (same config) or `overwrite`. A plain
+    `SearchConfig` gets the `ArchSearchConfig` defaults for the architecture settings."""
+    if not isinstance(config, ArchSearchConfig):
+        config = ArchSearchConfig(**to_dict(config))
     out, archive = _open_run(out_dir, resume, "arch", overwrite)
     budget_ms, ref = _resolve_budget(space, latency, config)
     objectives = ArchObjectives(space, evaluate, latency, config, budget_ms, input_size)
@@ -220,9 +223,9 @@ def _evaluate_baseline(space, baseline, objectives: ArchObjectives, archive: Arc
 
 
 def _arch_front(frame: pd.DataFrame, ap_key: str, objectives: str) -> pd.DataFrame:
-    """Non-dominated feasible searched rows in (-AP, latency[, params|flops]), by latency."""
+    """Non-dominated feasible searched rows in (-AP, latency[, params|macs]), by latency."""
     rows = frame[(frame["generation"] >= 0) & frame["feasible"].astype(bool)]
-    third = {"ap_latency": [], "ap_latency_params": ["params"], "ap_latency_flops": ["flops"]}
+    third = {"ap_latency": [], "ap_latency_params": ["params"], "ap_latency_macs": ["macs"]}
     F = np.c_[-rows[ap_key].to_numpy(float), rows[["latency_ms", *third[objectives]]].to_numpy(float)]
     return rows[nondominated(F)].sort_values(["latency_ms", "arch"], kind="stable")
 

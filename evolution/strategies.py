@@ -1,4 +1,4 @@
-"""Search strategies beside pymoo's NSGA-II, in the engine's ask/tell shape (`evolution.engine`).
+"""Search strategies beside pymoo's NSGA-II, in the engine's ask/tell shape (`evolution.optimizer`).
 
 Every strategy asks for `pop_size` new distinct vectors per generation (never one evaluated before),
 so all of them spend exactly population x generations evaluations, and all keep the problem's

@@ -22,12 +22,12 @@ import torch
 
 from detection.config import DetectorConfig
 from detection.data import DataConfig
-from detection.inference import ValSet, recalibration_batches
+from detection.valset import ValSet, recalibration_batches
 from detection.model import build_supernet_detector
-from detection.run import load_checkpoint
+from core.checkpoint import load_checkpoint
 from supernet.bn import recalibrate_bn
-from supernet.experiment import Experiment
-from supernet.io import atomic_write_csv, atomic_write_text
+from core.experiment import Experiment
+from core.io import atomic_write_csv, atomic_write_text
 from supernet.net import SupernetConfig
 
 

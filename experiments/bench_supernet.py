@@ -23,8 +23,8 @@ import time
 
 import torch
 
-from supernet.device import select_device
-from supernet.experiment import Experiment
+from core.device import flush_denormals, select_device
+from core.experiment import Experiment
 from supernet.net import Supernet
 
 
@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    flush_denormals()
     device = select_device(args.device)
     space = Experiment.from_yaml(args.config).space
     named = {"baseline": space.baseline, "smallest": space.smallest(), "largest": space.largest()}

@@ -50,19 +50,21 @@ from tqdm import tqdm
 
 from detection.config import DetectorConfig
 from detection.data import DataConfig, resolve_root
-from detection.engine import TrainConfig
+from detection.loop import TrainConfig
 from detection.model import build_detector
-from detection.retrain import arch_hash, retrain
-from detection.run import load_checkpoint, train
+from stages.retrain import retrain_model
+from stages.run import arch_hash
+from core.checkpoint import load_checkpoint
+from stages.trainer import train
 from evolution.evaluator import EvalConfig, SupernetEvaluator
 from evolution.rank_stats import budget_regret, noise_ceiling, paired_tau_difference, rank_agreement
 from evolution.zero_cost import synflow
 from latency.calibrate import measure_archs, spread_archs
 from latency.config import LatencyConfig
-from supernet.config import apply_overrides, from_dict, load_yaml
-from supernet.experiment import Experiment
-from supernet.io import atomic_write_bytes, atomic_write_csv, atomic_write_text
-from supernet.space import Arch
+from core.config import apply_overrides, from_dict, load_yaml
+from core.experiment import Experiment
+from core.io import atomic_write_bytes, atomic_write_csv, atomic_write_text
+from core.space import Arch
 
 BASELINES = ("params", "macs", "synflow")
 METRICS = ("ap_easy", "ap_medium", "ap_hard", "ap_mean", "ap_min50")
@@ -129,7 +131,7 @@ def load_config(path: str | Path, overrides: list[str]) -> tuple[Experiment, Ran
 def pick_archs(exp: Experiment, cfg: RankingConfig) -> list[Arch]:
     """Smallest, largest, `k_spread` spread over MACs, then distinct uniform samples up to `k`."""
     space, size = exp.space, exp.section("detector", DetectorConfig).input_size
-    macs = lambda archs: np.array([space.flops(a, size) for a in archs], dtype=float)  # noqa: E731
+    macs = lambda archs: np.array([space.macs(a, size) for a in archs], dtype=float)  # noqa: E731
     archs = spread_archs(space, macs, cfg.k_spread + 2, cfg.seed, cfg.pool_size, extremes=True)
     rng = np.random.default_rng(cfg.seed)
     while len(archs) < cfg.k:
@@ -173,7 +175,7 @@ def baseline_scores(exp: Experiment, archs: list[Arch]) -> dict[str, np.ndarray]
         torch.manual_seed(seed)
         syn.append(synflow(build_detector(exp.space, arch, det), det.input_size))
     return {"params": np.array([exp.space.params(a) for a in archs], dtype=float),
-            "macs": np.array([exp.space.flops(a, det.input_size) for a in archs], dtype=float),
+            "macs": np.array([exp.space.macs(a, det.input_size) for a in archs], dtype=float),
             "synflow": np.array(syn)}
 
 
@@ -190,7 +192,7 @@ def run_job(job: dict) -> dict:
         summary = train(exp, Path(job["out"]), resume=True, progress=False)
         job = {**job, "steps": summary["steps"], "weights_sha256": summary["weights_sha256"]}
     else:
-        retrain(exp, exp.space.parse(job["arch"]), job["out"], resume=True, progress=False,
+        retrain_model(exp, exp.space.parse(job["arch"]), job["out"], resume=True, progress=False,
                 export=False)
     return {**job, "seconds": time.perf_counter() - t0}
 
@@ -216,7 +218,7 @@ def training_jobs(exp: Experiment, cfg: RankingConfig, archs: list[Arch], repeat
     jobs = [j for j in jobs if not _supernet_done(j)]
     standalone = [(i, s) for s in (seed, seed + 1) for i in range(len(archs))
                   if s == seed or i in repeat]
-    standalone.sort(key=lambda item: -exp.space.flops(archs[item[0]], size))
+    standalone.sort(key=lambda item: -exp.space.macs(archs[item[0]], size))
     for i, s in standalone:
         folder = standalone_dir(out, s, archs[i])
         if not (folder / "metrics.json").is_file():

@@ -56,7 +56,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from evolution import SearchConfig, optimize  # noqa: E402
-from evolution.engine import EncodedProblem  # noqa: E402
+from evolution.optimizer import EncodedProblem  # noqa: E402
 from evolution.pareto import hypervolume  # noqa: E402
 
 STRATEGIES = ("nsga2", "nsga2+surrogate", "aging", "rl", "random", "optuna-nsga2", "optuna-tpe")
@@ -178,7 +178,7 @@ TINY_VARIABLES = ("s1.width", "s2.width", "s3.width", "s4.width", "s1.depth", "s
 
 def make_tiny() -> Problem:
     from evolution import fake_arch_evaluator
-    from supernet.experiment import Experiment
+    from core.experiment import Experiment
 
     space = Experiment.from_yaml(Path(__file__).parent / "tiny.yaml").space
     names = [v.name for v in space.variables]

@@ -24,8 +24,8 @@ from typing import Callable
 
 import numpy as np
 
-from evolution import AnalyticProblem, SearchConfig, search
-from evolution.engine import vector_key
+from evolution import AnalyticProblem, ArchSearchConfig, SearchConfig, search
+from evolution.optimizer import vector_key
 from evolution.operators import identity
 
 
@@ -52,18 +52,18 @@ def make_analytic(args) -> Task:
 def make_supernet(args) -> Task:
     """The real objectives: one-shot AP of the trained supernet and the latency table."""
     from detection.config import DetectorConfig
-    from detection.run import load_checkpoint
+    from core.checkpoint import load_checkpoint
     from evolution.budget import parse_budget
     from evolution.evaluator import EvalConfig, SupernetEvaluator
     from evolution.problem import ArchObjectives
     from latency.table import LatencyTable
-    from supernet.experiment import Experiment
+    from core.experiment import Experiment
 
     exp = Experiment.from_yaml(args.config or "experiments/default.yaml")
     det = exp.section("detector", DetectorConfig)
     run_dir = Path("runs") / exp.name
     budget = parse_budget(args.budget)
-    config = replace(exp.section("search", SearchConfig), latency_budget=budget, progress=False)
+    config = replace(exp.section("search", ArchSearchConfig), latency_budget=budget, progress=False)
     table = LatencyTable.load(args.latency_table or run_dir / "latency.csv", exp.space, det)
     evaluator = SupernetEvaluator.from_checkpoint(
         load_checkpoint(Path(args.supernet or run_dir / "supernet.pt")), exp,

@@ -1,9 +1,9 @@
 """Write a device bundle: every table entry as ONNX, a manifest, and the standalone timing script.
 
-    python -m latency.bundle --config experiments/default.yaml --out bundle_320/
+    facenas latency bundle --config experiments/default.yaml --out bundle_320/
     scp -r bundle_320 device:                      # then, on the device (numpy + onnxruntime only):
     python device_bench.py --threads 2             # -> results_t2.json
-    python -m latency.measure --import bundle_320/results_t2.json --out runs/lut_device.csv
+    facenas latency measure --import bundle_320/results_t2.json --out runs/lut_device.csv
 
 Layout::
 
@@ -21,7 +21,7 @@ rounds, a low quantile, preempted time removed, drift corrected), so a device ta
 one are built the same way; the results carry the build's noise estimate and per-call overhead.
 
 With `--subnets K` (default latency.calibration_archs) the bundle also holds K whole detectors
-spread in FLOPs (kind "subnet", with the [key, weight] terms they sum in "parts"), so the import fits the
+spread in MACs (kind "subnet", with the [key, weight] terms they sum in "parts"), so the import fits the
 device's affine calibration too.
 """
 
@@ -38,13 +38,15 @@ from tqdm import tqdm
 import latency.device_bench as device_bench
 import latency.robust as robust
 from detection.config import DetectorConfig
+from detection.model import build_detector
 from latency.calibrate import spread_archs
 from latency.config import LatencyConfig
 from latency.keys import Entry, arch_terms, build_entries
 from latency.measure import table_meta
-from latency.parts import Detector, empty_onnx, export_entry, export_onnx, reference_onnx
-from supernet.experiment import Experiment
-from supernet.io import atomic_write_bytes, atomic_write_text
+from latency.export import onnx_bytes
+from latency.parts import empty_onnx, export_entry, reference_onnx
+from core.experiment import Experiment
+from core.io import atomic_write_bytes, atomic_write_text
 
 BUNDLE_FORMAT = "facenas-latency-bundle/1"
 
@@ -61,10 +63,10 @@ def write_bundle(exp: Experiment, overrides: list[str], lat: LatencyConfig, det:
     size = tuple(det.input_size)
     archs = []
     if subnets:
-        def flops(archs):
-            return np.array([space.flops(a, size) for a in archs], dtype=float)
+        def macs(archs):
+            return np.array([space.macs(a, size) for a in archs], dtype=float)
 
-        archs = spread_archs(space, flops, subnets, lat.seed, lat.pool_size)
+        archs = spread_archs(space, macs, subnets, lat.seed, lat.pool_size)
         have = {e.key for e in entries}  # a partial bundle still needs every part of its subnets
         needed = {k for a in archs for k, _ in arch_terms(space, a, det)} - have
         entries += [e for e in all_entries if e.key in needed]
@@ -78,7 +80,7 @@ def write_bundle(exp: Experiment, overrides: list[str], lat: LatencyConfig, det:
         rows.append({**entry.row(), "file": file, "inputs": [list(s) for s in entry.inputs]})
     for j, arch in enumerate(archs):
         file = f"onnx/subnet_{j:03d}.onnx"
-        atomic_write_bytes(out / file, export_onnx(Detector(space, arch, det), ((1, 3, *size),),
+        atomic_write_bytes(out / file, onnx_bytes(build_detector(space, arch, det), ((1, 3, *size),),
                                                    lat.opset))
         rows.append({"key": f"subnet:{arch}", "kind": "subnet", "arch": str(arch),
                      "parts": arch_terms(space, arch, det), "file": file, "inputs": [[1, 3, *size]]})

@@ -1,12 +1,12 @@
 """Fit the table's affine correction on whole subnets timed end to end.
 
-    python -m latency.calibrate --table runs/lut.csv --n 20        # config read from the sidecar
-    python -m latency.calibrate --table runs/lut.csv --config experiments/default.yaml --n 20
+    facenas latency calibrate --table runs/lut.csv --n 20        # config read from the sidecar
+    facenas latency calibrate --table runs/lut.csv --config experiments/default.yaml --n 20
 
 The sum of isolated block timings misses cache effects between blocks (measured here: whole
 networks run ~10% slower than their summed blocks, whose weights stay cached when timed alone);
-timing K whole detectors (`latency.parts.Detector`: backbone + laterals + head, one ONNX model
-each) and fitting measured ~ a * raw + b (least squares on relative error) corrects most of it.
+timing K whole detectors (`detection.model.build_detector`: backbone + laterals + head, one ONNX
+model each) and fitting measured ~ a * raw + b (least squares on relative error) corrects most of it.
 The K subnets are spread over the space's latency range (`spread_archs`), excluding the smallest
 and largest archs, which `latency.validate` always checks; a, b and the data go in the sidecar.
 """
@@ -24,14 +24,15 @@ from tqdm import tqdm
 
 from detection.config import DetectorConfig
 from latency.config import LatencyConfig
-from latency.device_bench import device_info, make_session, time_session
-from latency.measure import calibration_record, open_session
-from latency.parts import Detector, export_onnx, reference_onnx
-from latency.robust import time_interleaved
-from latency.table import LatencyTable, experiment_of, read_meta, write_meta  # noqa: F401
-from supernet.experiment import Experiment
-from supernet.lock import LockError, hold_file_lock
-from supernet.space import Arch, SearchSpace
+from detection.model import build_detector
+from latency.device_bench import device_info
+from latency.export import onnx_bytes
+from latency.table import (LatencyTable, calibration_record, experiment_of, read_meta,  # noqa: F401
+                           write_meta)
+from latency.timing import time_models
+from core.experiment import Experiment
+from core.lock import LockError, hold_file_lock
+from core.space import Arch, SearchSpace
 
 
 def sample_pool(space: SearchSpace, n: int, rng: np.random.Generator) -> list[Arch]:
@@ -82,42 +83,12 @@ def spread_archs(space: SearchSpace, score: Callable[[Sequence[Arch]], np.ndarra
 
 def measure_archs(space: SearchSpace, archs: Sequence[Arch], det: DetectorConfig,
                   lat: LatencyConfig, desc: str = "end to end") -> list[dict]:
-    """Time the whole detector of each arch end to end (random weights).
-
-    All sessions are built first, then timed in `lat.rounds` rounds, so a burst of load from other
-    processes hits every arch a little instead of a contiguous band of the range. With
-    `lat.method` interleaved this is the table's own timing (`latency.robust.time_interleaved`:
-    random order per round, warmup and repeats split over the rounds, preempted time removed,
-    reference drift correction, the `lat.quantile` of the runs), so table and subnets share one
-    statistic; sequential: alternating order, full warmup + repeats per round, median of round
-    medians. Returns per arch: median_ms (the statistic), p90_ms, cv, round_cv (std / mean of the
-    per-round figures) and rounds_ms.
-    """
-    models = [export_onnx(Detector(space, a, det), ((1, 3, *det.input_size),), lat.opset)
+    """Time the whole detector of each arch end to end (random weights): the network
+    `detection.model.build_detector` deploys, exported by `latency.export.onnx_bytes` and timed by
+    `latency.timing.time_models` (per arch: median_ms, p90_ms, cv, round_cv, rounds_ms)."""
+    models = [onnx_bytes(build_detector(space, a, det), ((1, 3, *det.input_size),), lat.opset)
               for a in tqdm(archs, desc=f"{desc}: export", unit="subnet")]
-    if lat.method == "interleaved":
-        runners = [open_session(m, lat) for m in models]
-        stats, _ = time_interleaved(runners, lat.rounds, lat.warmup, lat.repeats, lat.quantile,
-                                    open_session(reference_onnx(), lat), seed=lat.seed)
-        return [{"median_ms": st["median_ms"], "p90_ms": st["p90_ms"], "cv": st["cv"],
-                 "round_cv": st["pass_cv"], "rounds_ms": st["rounds_ms"]} for st in stats]
-    sessions = [make_session(m, lat.threads, lat.provider) for m in models]
-    timings = [[] for _ in archs]
-    with tqdm(total=lat.rounds * len(archs), desc=f"{desc}: timing", unit="run") as bar:
-        for r in range(lat.rounds):
-            order = range(len(archs)) if r % 2 == 0 else reversed(range(len(archs)))
-            for i in order:
-                timings[i].append(time_session(sessions[i], lat.warmup, lat.repeats, lat.passes,
-                                               clock=lat.clock))
-                bar.update()
-    out = []
-    for runs in timings:
-        med = np.array([t["median_ms"] for t in runs])
-        out.append({"median_ms": float(np.median(med)),
-                    "p90_ms": float(np.median([t["p90_ms"] for t in runs])),
-                    "cv": float(np.mean([t["cv"] for t in runs])),
-                    "round_cv": float(med.std() / med.mean()), "rounds_ms": med.tolist()})
-    return out
+    return time_models(models, lat, desc)
 
 
 def check_same_device(meta: dict, lat: LatencyConfig, table_path: str | Path) -> None:

@@ -5,7 +5,7 @@ file as-is into a folder with the ONNX files and a manifest. On the target devic
 
     python device_bench.py --threads 2            # reads manifest.json beside this file
     # -> results_t2.json; bring it back and run
-    python -m latency.measure --import results_t2.json --out table.csv
+    facenas latency measure --import results_t2.json --out table.csv
 
 `latency.measure` imports `make_session` / `time_session` from here, so the local table and a device
 table are timed the same way: inputs and outputs are pre-allocated OrtValues bound once with

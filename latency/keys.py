@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from detection.config import DetectorConfig
-from supernet.space import Arch, LayerKey, SearchSpace
+from core.space import Arch, LayerKey, SearchSpace
 
 COLUMNS = ("key", "kind", "op", "kernel", "c_in", "c_out", "stride", "expand", "se", "height",
            "width")

@@ -1,9 +1,9 @@
 """Build the latency table on this machine (or import one measured on a device).
 
-    python -m latency.measure --config experiments/default.yaml --out runs/lut_t1.csv
-    python -m latency.measure --config experiments/tiny.yaml --set detector.input_size=[64,64] \\
+    facenas latency measure --config experiments/default.yaml --out runs/lut_t1.csv
+    facenas latency measure --config experiments/tiny.yaml --set detector.input_size=[64,64] \\
         --out /tmp/tiny.csv --calibrate
-    python -m latency.measure --import bundle/results_t2.json --out runs/lut_device.csv
+    facenas latency measure --import bundle/results_t2.json --out runs/lut_device.csv
 
 Each entry of `latency.keys.build_entries` (every `space.blocks(input_size)`, a lateral per tap
 width, the head) is exported to ONNX (TorchScript exporter, eval mode) and timed. By default
@@ -20,7 +20,6 @@ size, space fingerprint and (after `--calibrate` or `latency.calibrate`) the aff
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import sys
 import time
@@ -33,21 +32,17 @@ from tqdm import tqdm
 
 from detection.config import DetectorConfig
 from latency.config import LatencyConfig
-from latency.device_bench import (RESULTS_FORMAT, bind_session, device_info, make_session,
-                                   measure_optional)
+from latency.device_bench import RESULTS_FORMAT, device_info, measure_optional
 from latency.keys import Entry, build_entries
 from latency.parts import empty_onnx, export_entry, reference_onnx
 from latency.robust import InterleavedBuild, Runner, noise_warning
-from latency.table import (TABLE_COLUMNS, detector_meta, fit_affine, meta_path, read_meta,
-                           write_meta, write_table)
-from supernet.experiment import Experiment
-from supernet.lock import LockError, hold_file_lock
+from latency.timing import open_session
+from latency.table import (TABLE_COLUMNS, calibration_record, detector_meta, meta_path, now,
+                           read_meta, write_meta, write_table)
+from core.experiment import Experiment
+from core.lock import LockError, hold_file_lock
 
 TABLE_FORMAT = "facenas-latency-table/1"
-
-
-def now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
 def settings(cfg: LatencyConfig) -> dict:
@@ -73,19 +68,6 @@ def measure_entry(entry: Entry, det: DetectorConfig, lat: LatencyConfig) -> dict
     """Export one entry and time it: {median_ms, p90_ms, cv, pass_cv, ...}."""
     return measure_optional(entry.kind, export_entry(entry, det, lat.opset), lat.threads,
                             lat.warmup, lat.repeats, lat.passes, lat.provider, lat.clock)
-
-
-def timing_mode(lat: LatencyConfig) -> str:
-    """`latency.robust.Runner` mode: wall time minus preempted time where one thread makes that
-    measurable, else the configured clock."""
-    if lat.clock == "cpu":
-        return "cpu"
-    return "oncpu" if lat.threads == 1 else "wall"
-
-
-def open_session(model: bytes, lat: LatencyConfig) -> Runner:
-    """A `Runner` on a fresh session of `model` (interleaved method)."""
-    return Runner(bind_session(make_session(model, lat.threads, lat.provider)), timing_mode(lat))
 
 
 def open_entry(entry: Entry, det: DetectorConfig, lat: LatencyConfig) -> Runner | None:
@@ -251,16 +233,6 @@ def import_results(results_path: str | Path, out: str | Path) -> pd.DataFrame:
                                                  [s["median_ms"] for s in subnets])
     write_table(frame, meta, out)
     return frame
-
-
-def calibration_record(archs: list[str], raw: list[float], measured: list[float]) -> dict:
-    """Sidecar `calibration`: the affine fit and the data it was fitted on."""
-    a, b = fit_affine(raw, measured)
-    raw_a, meas_a = np.asarray(raw), np.asarray(measured)
-    err = np.abs(a * raw_a + b - meas_a) / meas_a
-    return {"a": a, "b": b, "fitted": True, "n": len(archs), "fitted_at": now(),
-            "fit_mape": float(err.mean() * 100), "archs": list(archs),
-            "raw_ms": [float(x) for x in raw], "measured_ms": [float(x) for x in measured]}
 
 
 def get_args_parser() -> argparse.ArgumentParser:

@@ -1,6 +1,6 @@
 """A latency model for entries a table never measured (ProxylessNAS-style), fitted on its rows.
 
-    python -m latency.model --table runs/default/latency.csv     # cross-validated error, printed
+    facenas latency model --table runs/default/latency.csv       # cross-validated error, printed
     >>> model = LatencyModel.fit(table.frame)                    # doctest: +SKIP
     >>> model.predict(entries)                                   # ms per `latency.keys.Entry`
 
@@ -21,9 +21,6 @@ for an arch's missing entries (with a warning naming them; `strict=True` refuses
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 from typing import Sequence
 
 import numpy as np
@@ -135,31 +132,3 @@ def cross_validate(table, folds: int = 5, n_archs: int = 50, seed: int = 0) -> d
             "entry_mape_pct": float(entries.mean()), "n_archs": len(archs),
             "subnet_mape_pct": float(subnets.mean()),
             "subnet_max_error_pct": float(subnets.max())}
-
-
-def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--table", required=True, help="table CSV from latency.measure")
-    p.add_argument("--config", help="experiment YAML (default: the one recorded in the sidecar)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--folds", type=int, default=5)
-    p.add_argument("--archs", type=int, default=50, help="sampled subnets for the subnet error")
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    from detection.config import DetectorConfig
-    from latency.calibrate import experiment_of
-    from latency.table import LatencyTable
-
-    args = get_args_parser().parse_args(argv)
-    exp = experiment_of(args.table, args.config, args.set)
-    table = LatencyTable.load(args.table, exp.space, exp.section("detector", DetectorConfig))
-    report = {"model": LatencyModel.fit(table.frame).describe(),
-              "cross_validation": cross_validate(table, args.folds, args.archs)}
-    print(json.dumps(report, indent=1))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,25 +1,23 @@
-"""Torch side of the latency table: a module per entry, the whole detector, and ONNX export.
+"""Torch side of the latency table: a module per entry and the small ONNX models of a build.
 
     >>> entries = build_entries(space, cfg)                                       # doctest: +SKIP
     >>> onnx_bytes = export_entry(entries[0], cfg)                                # doctest: +SKIP
 
-`Detector(space, arch, cfg)` is the whole network (backbone + laterals + head) that the sum of an
-arch's entries stands for; calibration and validation time it end to end.
+The whole network that the sum of an arch's entries stands for is `detection.model.build_detector`
+(what gets trained and deployed); calibration and validation export and time exactly that.
 """
 
 from __future__ import annotations
-
-import io
-import warnings
 
 import torch
 from torch import nn
 
 from detection.config import DetectorConfig
 from detection.neck import FPNHead
+from latency.export import onnx_bytes
 from latency.keys import Entry
-from supernet.blocks import Backbone, ConvBNAct, build_block
-from supernet.space import Arch, Block, LayerKey, SearchSpace
+from supernet.blocks import ConvBNAct, build_block
+from core.space import Block, LayerKey
 
 
 class _Head(nn.Module):
@@ -43,37 +41,6 @@ def build_module(entry: Entry, cfg: DetectorConfig) -> nn.Module:
     if entry.kind == "head":
         return _Head(FPNHead(entry.c_in, len(entry.inputs), cfg.n_anchors))
     raise ValueError(f"unknown entry kind {entry.kind!r} for {entry.key}")
-
-
-class Detector(nn.Module):
-    """Backbone(arch) + one lateral per tap (at the arch's width) + FPNHead: what gets deployed."""
-
-    def __init__(self, space: SearchSpace, arch: Arch, cfg: DetectorConfig):
-        super().__init__()
-        taps = space.tap_blocks(arch, cfg.feature_strides)
-        self.backbone = Backbone(arch, tuple(taps))
-        self.laterals = nn.ModuleList(ConvBNAct(arch.blocks[t].channels, cfg.neck_channels, 1)
-                                      for t in taps)
-        self.head = FPNHead(cfg.neck_channels, len(taps), cfg.n_anchors)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        feats = self.backbone(x)
-        return self.head([lat(f) for lat, f in zip(self.laterals, feats)])
-
-
-def export_onnx(module: nn.Module, inputs: tuple[tuple[int, ...], ...], opset: int = 17) -> bytes:
-    """Serialized ONNX of `module` in eval mode (BN in inference form) at fixed input shapes.
-
-    Uses the TorchScript exporter (`dynamo=False`): ~0.05 s per block, no onnxscript needed.
-    """
-    module = module.eval()
-    args = tuple(torch.randn(*shape) for shape in inputs)
-    buf = io.BytesIO()
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the legacy-exporter DeprecationWarning, once per entry
-        torch.onnx.export(module, args, buf, dynamo=False, opset_version=opset,
-                          input_names=[f"x{i}" for i in range(len(args))], do_constant_folding=True)
-    return buf.getvalue()
 
 
 def reorder_onnx(channels: int, height: int, width: int) -> bytes:
@@ -129,4 +96,4 @@ def export_entry(entry: Entry, cfg: DetectorConfig, opset: int = 17) -> bytes:
     """The ONNX model timed for one table entry."""
     if entry.kind == "reorder":
         return reorder_onnx(entry.c_in, entry.height, entry.width)
-    return export_onnx(build_module(entry, cfg), entry.inputs, opset)
+    return onnx_bytes(build_module(entry, cfg), entry.inputs, opset)

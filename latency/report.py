@@ -1,7 +1,7 @@
 """Which choices of the space are expensive on this device: per stage, per factor, from the table.
 
-    python -m latency.report --table runs/default/latency.csv --out runs/default/latency_report
-    python -m latency.report --table runs/lut_t1.csv --other runs/lut_t2.csv --out report_t1_vs_t2
+    facenas latency report --table runs/default/latency.csv --out runs/default/latency_report
+    facenas latency report --table runs/lut_t1.csv --other runs/lut_t2.csv --out report_t1_vs_t2
     # -> effects.csv, heatmap.png, report.html, space_narrowed.yaml (and compare.csv with --other)
 
     >>> png, html = latency_report("runs/default/latency.csv")      # for another report to embed
@@ -34,8 +34,8 @@ import yaml
 
 from detection.config import DetectorConfig
 from latency.table import LatencyTable, experiment_of
-from supernet.io import atomic_write_bytes, atomic_write_text
-from supernet.space import SearchSpace
+from core.io import atomic_write_bytes, atomic_write_text
+from core.space import SearchSpace
 
 FACTORS = ("op", "kernel", "se", "width", "depth")
 TOLERANCE = 0.005  # a choice must be this share of the arch's latency faster to dominate another
@@ -83,7 +83,7 @@ def factor_effects(table: LatencyTable) -> pd.DataFrame:
             for label, arch, t in zip(_labels(space, st.index, factor), archs, ms):
                 rows.append({"stage": st.index, "factor": factor, "choice": label,
                              "latency_ms": float(t), "added_ms": float(t - ms.min()),
-                             "params": space.params(arch), "macs": space.flops(arch, size)})
+                             "params": space.params(arch), "macs": space.macs(arch, size)})
     frame = pd.DataFrame(rows)
     return flag_dominated(frame)
 
@@ -250,7 +250,7 @@ def build(table_path: str | Path, other_path: str | Path | None = None) -> dict:
 
 def latency_report(table_path: str | Path, other_path: str | Path | None = None) -> tuple[bytes, str]:
     """(heatmap PNG bytes, HTML fragment: tables, dominated choices, suggested space) for another
-    report to embed (`evolution.report` does); the fragment does not include the image."""
+    report to embed (`stages.report` does); the fragment does not include the image."""
     out = build(table_path, other_path)
     return out["png"], out["html"]
 
@@ -274,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     out["effects"].to_csv(folder / "effects.csv", index=False)
     atomic_write_bytes(folder / "heatmap.png", out["png"])
     atomic_write_text(folder / "space_narrowed.yaml",
-                      "# suggested by python -m latency.report: choices dominated in every stage "
+                      "# suggested by facenas latency report: choices dominated in every stage "
                       f"dropped ({out['dropped'] or 'none'})\n" + out["yaml"])
     page = out["html"].replace("<table", "<table border=1", 1)
     atomic_write_text(folder / "report.html", "<!DOCTYPE html>\n<html><body><h1>Latency by choice"

@@ -16,6 +16,7 @@ CPU, onnxruntime version, provider or thread count than this run's is a warning 
 
 from __future__ import annotations
 
+import datetime
 import json
 import warnings
 from pathlib import Path
@@ -26,9 +27,9 @@ import pandas as pd
 
 from detection.config import DetectorConfig
 from latency.keys import COLUMNS, arch_entries, arch_terms, reorder_entry
-from supernet.experiment import Experiment
-from supernet.io import atomic_write_csv, atomic_write_text
-from supernet.space import Arch, SearchSpace
+from core.experiment import Experiment
+from core.io import atomic_write_csv, atomic_write_text
+from core.space import Arch, SearchSpace
 
 TIMING_COLUMNS = ("median_ms", "p90_ms", "cv", "pass_cv", "measured_at")
 TABLE_COLUMNS = COLUMNS + TIMING_COLUMNS
@@ -68,6 +69,10 @@ def detector_meta(cfg: DetectorConfig) -> dict:
     """The detector fields a table depends on (the keys encode them, the sidecar records them)."""
     return {"feature_strides": list(cfg.feature_strides), "neck_channels": cfg.neck_channels,
             "n_anchors": cfg.n_anchors}
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
 def fit_affine(raw: Sequence[float], measured: Sequence[float]) -> tuple[float, float]:
@@ -111,7 +116,7 @@ def check_meta(meta: dict, space: SearchSpace, cfg: DetectorConfig, source: str,
         elif theirs != ours:
             raise ValueError(f"latency table {source} was built for {what} {theirs}, but this run "
                              f"uses {what} {ours} (space {space.source}); rebuild it with "
-                             "python -m latency.measure")
+                             "facenas latency measure")
 
 
 DEVICE_FIELDS = ("cpu", "onnxruntime", "provider", "threads")
@@ -133,7 +138,7 @@ def check_device(meta: dict, source: str, threads: int | None = None,
         return None
     message = (f"latency table {source} was measured on another setup: {'; '.join(diffs)}; its "
                "latencies are those of that setup (right when searching for that device, wrong "
-               "for this one: rebuild with python -m latency.measure)")
+               "for this one: rebuild with facenas latency measure)")
     warnings.warn(message, stacklevel=3)
     return message
 
@@ -147,14 +152,14 @@ def check_timings(frame: pd.DataFrame, meta: dict, source: str) -> None:
         rows = ", ".join(f"line {i + 2} ({frame['key'].iloc[i]}: '{frame['median_ms'].iloc[i]}')"
                          for i in bad[:3])
         raise ValueError(f"latency table {source}: median_ms must be a finite number >= 0; "
-                         f"{len(bad)} bad row(s): {rows}; re-run python -m latency.measure on it "
+                         f"{len(bad)} bad row(s): {rows}; re-run facenas latency measure on it "
                          "to measure them again")
     cal = meta.get("calibration") or {}
     for name in ("a", "b"):
         value = cal.get(name, 0.0)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
             raise ValueError(f"{meta_path(source)}: calibration.{name} must be a finite number, "
-                             f"got {value!r}; re-run python -m latency.calibrate")
+                             f"got {value!r}; re-run facenas latency calibrate")
 
 
 class LatencyTable:
@@ -184,7 +189,7 @@ class LatencyTable:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"latency table not found: {path} (build it with "
-                                    "python -m latency.measure --config ... --out ...)")
+                                    "facenas latency measure --config ... --out ...)")
         meta = read_meta(path)
         check_meta(meta, space, cfg, str(path), allow_other_space)
         try:
@@ -228,7 +233,7 @@ class LatencyTable:
         if self.strict:
             raise KeyError(f"latency table {self.source} has no entry {keys[0]!r} (needed by "
                            f"{arch}{f', and {len(keys) - 1} more' if len(keys) > 1 else ''}); "
-                           "re-run python -m latency.measure to complete it (strict: no model)")
+                           "re-run facenas latency measure to complete it (strict: no model)")
         from latency.model import LatencyModel
 
         entries = {e.key: e for e in arch_entries(self.space, arch, self.cfg)}
@@ -238,7 +243,7 @@ class LatencyTable:
             raise KeyError(f"latency table {self.source} has no entry "
                            f"{next(k for k in keys if entries[k].kind == 'head')!r} (needed by "
                            f"{arch}); the latency model does not predict heads: re-run "
-                           "python -m latency.measure")
+                           "facenas latency measure")
         if self._model is None:
             self._model = LatencyModel.fit(self.frame)
         values = self._model.predict([entries[k] for k in keys])
@@ -249,7 +254,7 @@ class LatencyTable:
         shown = ", ".join(keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
         warnings.warn(f"latency table {self.source} has no entry for {len(keys)} part(s) of {arch}: "
                       f"{shown}; predicted by the latency model fitted on its {self._model.n_rows} "
-                      "rows (python -m latency.model reports its cross-validated error; "
+                      "rows (facenas latency model reports its cross-validated error; "
                       "strict=True refuses instead)", stacklevel=4)
 
     def __getitem__(self, key: str) -> float:
@@ -295,3 +300,13 @@ class LatencyTable:
     def predict_many(self, archs: Sequence[Arch]) -> np.ndarray:
         a, b = self.calibration
         return a * self.raw_many(archs) + b
+
+
+def calibration_record(archs: list[str], raw: list[float], measured: list[float]) -> dict:
+    """Sidecar `calibration`: the affine fit and the data it was fitted on."""
+    a, b = fit_affine(raw, measured)
+    raw_a, meas_a = np.asarray(raw), np.asarray(measured)
+    err = np.abs(a * raw_a + b - meas_a) / meas_a
+    return {"a": a, "b": b, "fitted": True, "n": len(archs), "fitted_at": now(),
+            "fit_mape": float(err.mean() * 100), "archs": list(archs),
+            "raw_ms": [float(x) for x in raw], "measured_ms": [float(x) for x in measured]}

@@ -1,6 +1,6 @@
 """Check the table's predictions against whole subnets timed end to end on this machine.
 
-    python -m latency.validate --table runs/lut.csv --n 30
+    facenas latency validate --table runs/lut.csv --n 30
     # -> runs/lut.csv.validation.json (printed too) and runs/lut.csv.validation.png
 
 The N subnets are the space's smallest and largest archs plus N - 2 archs evenly spaced in raw
@@ -24,7 +24,7 @@ from detection.config import DetectorConfig
 from latency.calibrate import check_same_device, experiment_of, measure_archs, spread_archs
 from latency.config import LatencyConfig
 from latency.table import LatencyTable
-from supernet.io import atomic_path, atomic_write_text
+from core.io import atomic_path, atomic_write_text
 
 
 def metrics(predicted: np.ndarray, measured: np.ndarray) -> dict:

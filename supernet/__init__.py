@@ -2,12 +2,12 @@
 
     from supernet import SearchSpace, Supernet, StrictFairSampler, UniformSampler, recalibrate_bn
 
-`supernet.space` and the samplers import no torch; `Supernet` and `recalibrate_bn` are imported on
-first use, so ``import supernet.space`` stays torch-free.
+`core.space` and the samplers import no torch; `Supernet` and `recalibrate_bn` are imported on
+first use, so ``import core.space`` stays torch-free.
 """
 
 from supernet.samplers import StrictFairSampler, UniformSampler
-from supernet.space import Arch, Block, LayerKey, SearchSpace, parse_arch, parse_block
+from core.space import Arch, Block, LayerKey, SearchSpace, parse_arch, parse_block
 
 __all__ = ["Arch", "Block", "LayerKey", "SearchSpace", "StrictFairSampler", "Supernet",
            "UniformSampler", "parse_arch", "parse_block", "recalibrate_bn"]

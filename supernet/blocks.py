@@ -1,6 +1,6 @@
-"""Standalone torch modules for the blocks of `supernet.space` (what `Supernet.extract` returns).
+"""Standalone torch modules for the blocks of `core.space` (what `Supernet.extract` returns).
 
-    >>> from supernet.space import LayerKey, parse_block
+    >>> from core.space import LayerKey, parse_block
     >>> m = build_block(LayerKey(parse_block("E6K5C24S2SE"), 16, 64, 64))
     >>> m(torch.zeros(1, 16, 64, 64)).shape
     torch.Size([1, 24, 32, 32])
@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from supernet.space import Arch, Block, LayerKey, se_channels
+from core.space import Arch, Block, LayerKey, se_channels
 
 
 class ConvBNAct(nn.Sequential):

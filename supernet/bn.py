@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from supernet.space import Arch
+from core.space import Arch
 
 
 def recalibrate_bn(model: nn.Module, arch: Arch, batches: Iterable,

@@ -1,6 +1,6 @@
 """The supernet: shared weights for every arch of a `SearchSpace`; one path runs at a time.
 
-    >>> from supernet.experiment import Experiment
+    >>> from core.experiment import Experiment
     >>> space = Experiment.from_yaml("experiments/tiny.yaml").space
     >>> net = Supernet(space, feature_strides=(8, 16, 32))
     >>> net.set_active(space.baseline)
@@ -48,7 +48,7 @@ from torch import nn
 
 from supernet.blocks import Backbone, BlockModule
 from supernet.ops import ElasticConvBN, ElasticSE
-from supernet.space import Arch, Block, SearchSpace, se_channels
+from core.space import Arch, Block, SearchSpace, se_channels
 
 
 def _se_key(ratio: float) -> str:

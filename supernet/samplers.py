@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from supernet.space import Arch, SearchSpace
+from core.space import Arch, SearchSpace
 
 _LAYER_FACTORS = ("op", "kernel", "se")
 

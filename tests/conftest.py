@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from supernet.experiment import Experiment
-from supernet.space import SearchSpace
+from core.experiment import Experiment
+from core.space import SearchSpace
 
 EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
 

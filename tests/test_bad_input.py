@@ -3,7 +3,7 @@ or value (never a traceback), or, for unreadable images, is skipped, counted and
 
 The library-level checks are tested beside their modules (test_data, test_evaluate, test_space,
 test_latency, test_train, test_evolution); here the same inputs go through `main(argv)` of
-train_supernet.py, evolve.py, retrain.py, latency.measure and detection.evaluate.
+train_supernet.py, evolve.py, retrain.py, latency.measure and detection.wider_eval.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from detection.data import DataConfig, resolve_root
 from latency.config import LatencyConfig
 from latency.keys import build_entries
 from latency.measure import measure_table, table_meta
-from supernet.experiment import Experiment
+from core.experiment import Experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "experiments" / "tiny.yaml"
@@ -303,8 +303,8 @@ def test_retrain_folder_holding_another_run(tmp_path):
 
 # -- evaluator -------------------------------------------------------------------------------------
 def test_prediction_folder_missing_images(tmp_path, cache):
-    from detection.evaluate import main
-    from detection.predictions import write_predictions
+    from detection.wider_eval import main
+    from detection.prediction_files import write_predictions
 
     gt = resolve_root(Experiment.from_yaml(TINY).section("data", DataConfig)) / "ground_truth"
     names = [line for line in _ann(gt.parent, "val").read_text().splitlines() if line.endswith(".jpg")]

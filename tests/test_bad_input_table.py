@@ -22,8 +22,8 @@ import torch
 import yaml
 
 from detection.data import DataConfig, resolve_root
-from detection.predictions import write_predictions
-from supernet.experiment import Experiment
+from detection.prediction_files import write_predictions
+from core.experiment import Experiment
 from test_bad_input import _cache_env, _error, _evolve, _fake_table, _train, cache  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,12 +39,12 @@ def _retrain(argv):
 
 
 def _evaluate(argv):
-    from detection.evaluate import main
+    from detection.wider_eval import main
     return main(argv)
 
 
 def _predict(argv):
-    from detection.predict import main
+    from stages.predict import main
     return main(argv)
 
 
@@ -313,7 +313,7 @@ TABLES = [
 ]
 
 
-# -- checkpoints (detection.predict --weights) -----------------------------------------------------
+# -- checkpoints (stages.predict --weights) -----------------------------------------------------
 def _checkpoint(write, *fragments: str):
     def make(good, tmp):
         path = tmp / "model.pt"

@@ -8,11 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import pipeline
+from stages.pick import CONFIRMED, choose_pick
+from core.checkpoint import make_checkpoint
 from detection.config import DetectorConfig
 from detection.model import build_supernet_detector
 from evolution.confirm import ConfirmConfig, confirm_front, front_to_confirm
-from supernet.experiment import Experiment
+from core.experiment import Experiment
 
 TINY = Path(__file__).resolve().parents[1] / "experiments" / "tiny.yaml"
 BASE = {"arch": "base", "latency_ms": 10.0, "ap_mean": 0.50}
@@ -44,7 +45,7 @@ def test_confirm_config_rejects_bad_values():
 def test_confirm_front_rescores_members_and_baseline_on_the_same_images():
     exp = Experiment.from_yaml(TINY)
     model = build_supernet_detector(exp.space, exp.section("detector", DetectorConfig))
-    checkpoint = {"kind": "supernet", "space": exp.space.fingerprint(), "model": model.state_dict()}
+    checkpoint = make_checkpoint("supernet", exp.space, exp.resolved(), model.state_dict())
     base = str(exp.space.baseline)
     smallest = str(exp.space.smallest())
     sampled = str(exp.space.sample(np.random.default_rng(0)))
@@ -76,7 +77,7 @@ def _search_dir(tmp_path: Path, confirmed: pd.DataFrame | None) -> Path:
                        pd.DataFrame([{**BASE, "baseline": True}])])
     cands.to_csv(search / "candidates.csv", index=False)
     if confirmed is not None:
-        confirmed.to_csv(search / pipeline.CONFIRMED, index=False)
+        confirmed.to_csv(search / CONFIRMED, index=False)
     return search
 
 
@@ -93,7 +94,7 @@ def _confirmed(aps: dict[str, float], base_ap: float) -> pd.DataFrame:
 def test_pick_uses_the_rescored_front(tmp_path):
     # the search says a4 (0.49 + noise) ... a5 reach the baseline; re-scored, only a6 does
     search = _search_dir(tmp_path, _confirmed({"a4": 0.45, "a5": 0.47, "a6": 0.53}, 0.50))
-    picked = pipeline.choose_pick(search, "fastest-not-worse", "12ms")
+    picked = choose_pick(search, "fastest-not-worse", "12ms")
     assert picked["arch"] == "a6" and picked["rule"] == "fastest-not-worse"
     assert picked["one_shot"] == 0.53 and picked["baseline_one_shot"] == 0.50
     assert picked["search_one_shot"] == 0.55
@@ -101,12 +102,12 @@ def test_pick_uses_the_rescored_front(tmp_path):
 
 
 def test_pick_without_confirmation_uses_the_search_estimates(tmp_path):
-    picked = pipeline.choose_pick(_search_dir(tmp_path, None), "fastest-not-worse", "12ms")
+    picked = choose_pick(_search_dir(tmp_path, None), "fastest-not-worse", "12ms")
     assert picked["arch"] == "a5" and "confirmed" not in picked  # first search AP >= 0.50
 
 
 def test_pick_falls_back_to_best_under_budget_when_no_rescored_member_reaches_the_baseline(tmp_path, capsys):
     search = _search_dir(tmp_path, _confirmed({"a5": 0.40, "a6": 0.45}, 0.50))
-    picked = pipeline.choose_pick(search, "fastest-not-worse", "8ms")
+    picked = choose_pick(search, "fastest-not-worse", "8ms")
     assert picked["rule"] == "best-under:8ms" and picked["arch"] == "a5"  # best search AP under 8 ms
     assert "re-scored on 200 images" in capsys.readouterr().out

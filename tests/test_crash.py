@@ -29,14 +29,14 @@ import pytest
 import torch
 import yaml
 
-import detection.run as run
+import stages.trainer as run
 from detection.config import DetectorConfig
 from detection.loss import DetectionLoss
-from detection.run import load_checkpoint
-from evolution import SearchConfig, fake_arch_evaluator, run_search
+from core.checkpoint import load_checkpoint
+from evolution import ArchSearchConfig, fake_arch_evaluator, run_search
 from latency.keys import build_entries
 from latency.table import LatencyTable
-from supernet.experiment import Experiment
+from core.experiment import Experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "experiments" / "tiny.yaml"
@@ -63,10 +63,10 @@ def counted(module, name, label):
     setattr(module, name, wrapper)
 
 if kind == "train":
-    import detection.engine as m
+    import detection.loop as m
     counted(m, "train_step", lambda a, k: "step")
 elif kind == "evolve":
-    import evolution.engine as m
+    import evolution.optimizer as m
     counted(m, "evaluate_cached", lambda a, k: f"generation {a[4]}")
 elif kind == "latency":
     import latency.measure as m
@@ -325,7 +325,7 @@ def test_search_checkpoint_is_data_and_resumes_bit_identically(tmp_path, algorit
     evaluate, latency = fake_arch_evaluator(space, (64, 64))
 
     def search(out, generations, resume=False):
-        cfg = SearchConfig(algorithm=algorithm, population=6, generations=generations, seed=2,
+        cfg = ArchSearchConfig(algorithm=algorithm, population=6, generations=generations, seed=2,
                            latency_budget="4ms", progress=False)
         return run_search(space, evaluate, latency, cfg, out, input_size=(64, 64),
                           baseline=space.baseline, resume=resume)
@@ -361,7 +361,7 @@ def test_retrain_survives_sigkill(tmp_path, killed_table):
     assert_no_temp_files(out)
     _assert_same_training(tmp_path / "straight", out, "model.pt")
     a, b = (json.loads((d / "metrics.json").read_text()) for d in (tmp_path / "straight", out))
-    assert a["ap"] == b["ap"] and a["params"] == b["params"] and a["flops"] == b["flops"]
+    assert a["ap"] == b["ap"] and a["params"] == b["params"] and a["macs"] == b["macs"]
     assert a["onnx"]["max_abs_diff"] == b["onnx"]["max_abs_diff"]
 
 
@@ -433,7 +433,7 @@ def test_a_single_nonfinite_loss_is_skipped(tmp_path, monkeypatch):
 
 
 # -- pipeline.py: killed or interrupted anywhere ---------------------------------------------------
-INTERRUPTED = "interrupted: run the same python pipeline.py command again to resume"
+INTERRUPTED = "interrupted: run the same command again to resume"
 STAGE_LINE = re.compile(r"== (.+)")  # "== search" when it starts, "== search: 1.5 s" when done
 
 

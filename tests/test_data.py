@@ -28,7 +28,7 @@ from detection.data import (
     normalize,
     val_images,
 )
-from supernet.config import from_dict
+from core.config import from_dict
 
 from conftest import MINI, needs_mini  # noqa: E402  (shared test data location)
 

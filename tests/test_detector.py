@@ -16,7 +16,7 @@ from detection.model import Detector, build_detector, build_supernet_detector
 from detection.neck import FPNHead
 from detection.postprocess import nms, postprocess, to_wider
 from supernet.blocks import Backbone
-from supernet.experiment import Experiment
+from core.experiment import Experiment
 
 SIZES = [(64, 64), (96, 96), (321, 257), (33, 95)]
 

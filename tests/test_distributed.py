@@ -34,8 +34,8 @@ def _env(rank: int, world: int, port: int, cache: str) -> None:
 
 def _train_worker(rank: int, world: int, port: int, cache: str, out: str) -> None:
     _env(rank, world, port, cache)
-    from detection.run import train
-    from supernet.experiment import Experiment
+    from stages.trainer import train
+    from core.experiment import Experiment
 
     summary = train(Experiment.from_yaml(TINY, TRAIN), Path(out) / "run", progress=False)
     Path(out, f"rank{rank}.json").write_text(json.dumps(summary))
@@ -45,9 +45,9 @@ def _train_worker(rank: int, world: int, port: int, cache: str, out: str) -> Non
 def _eval_worker(rank: int, world: int, port: int, cache: str, out: str, archs: list[str]) -> None:
     _env(rank, world, port, cache)
     from detection.distributed import gather_shards, init_distributed
-    from detection.run import load_checkpoint
+    from core.checkpoint import load_checkpoint
     from evolution.evaluator import EvalConfig, SupernetEvaluator
-    from supernet.experiment import Experiment
+    from core.experiment import Experiment
 
     exp = Experiment.from_yaml(TINY)
     info = init_distributed(torch.device("cpu"))
@@ -83,10 +83,10 @@ def test_two_ranks_train_identically_and_fairly(tmp_path, cache):
 
 @pytest.mark.slow
 def test_sharded_evaluation_equals_single_process(tmp_path, cache):
-    from detection.run import train
+    from stages.trainer import train
     from evolution.evaluator import EvalConfig, SupernetEvaluator
-    from detection.run import load_checkpoint
-    from supernet.experiment import Experiment
+    from core.checkpoint import load_checkpoint
+    from core.experiment import Experiment
 
     exp = Experiment.from_yaml(TINY, TRAIN)
     train(exp, tmp_path / "single", progress=False)

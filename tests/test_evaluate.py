@@ -11,7 +11,7 @@ import pytest
 import scipy.io
 
 from detection.annotations import read_annotations
-from detection.evaluate import (
+from detection.wider_eval import (
     SETTINGS,
     box_overlaps,
     dataset_pr_curve,
@@ -23,7 +23,7 @@ from detection.evaluate import (
     voc_ap,
     write_ground_truth,
 )
-from detection.predictions import read_prediction_file, read_predictions, write_predictions
+from detection.prediction_files import read_prediction_file, read_predictions, write_predictions
 
 from conftest import MINI, needs_mini  # noqa: E402  (shared test data location)
 

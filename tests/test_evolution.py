@@ -14,13 +14,13 @@ import pandas as pd
 import pytest
 import yaml
 
-from evolution import (AnalyticProblem, SearchConfig, check_budget, fake_arch_evaluator, mnas_reward,
+from evolution import (AnalyticProblem, ArchSearchConfig, SearchConfig, check_budget, fake_arch_evaluator, mnas_reward,
                        nondominated, nsga2, parse_budget, run_search, search)
-from evolution.engine import EncodedProblem
+from evolution.optimizer import EncodedProblem
 from evolution.operators import CanonicalRepair, CategoricalMutation, SeenDuplicateElimination
 from pymoo.core.population import Population
-from supernet.config import from_dict
-from supernet.experiment import Experiment
+from core.config import from_dict
+from core.experiment import Experiment
 
 TINY = Path(__file__).resolve().parents[1] / "experiments" / "tiny.yaml"
 INPUT = (64, 64)
@@ -49,7 +49,7 @@ class Counting:
 
 def _config(**kw) -> SearchConfig:
     base = dict(population=8, generations=3, seed=0, latency_budget="4ms", progress=False)
-    return SearchConfig(**{**base, **kw})
+    return ArchSearchConfig(**{**base, **kw})
 
 
 def _run(space, out, evaluator=None, resume=False, **kw):
@@ -93,12 +93,12 @@ def test_run_search_checks_budget(space, tmp_path):
 
 
 def test_config_is_strict():
-    assert from_dict(SearchConfig, {"population": 4, "latency_budget": "12ms"}).population == 4
-    assert from_dict(SearchConfig, {"hv_reference": [0, 15]}).hv_reference == (0.0, 15.0)
+    assert from_dict(ArchSearchConfig, {"population": 4, "latency_budget": "12ms"}).population == 4
+    assert from_dict(ArchSearchConfig, {"hv_reference": [0, 15]}).hv_reference == (0.0, 15.0)
     with pytest.raises(ValueError, match="unknown key 'pop'"):
-        from_dict(SearchConfig, {"pop": 4})
+        from_dict(ArchSearchConfig, {"pop": 4})
     with pytest.raises(ValueError, match="algorithm"):
-        SearchConfig(algorithm="evolution")
+        ArchSearchConfig(algorithm="evolution")
 
 
 # -- operators --------------------------------------------------------------------------------
@@ -135,10 +135,11 @@ def test_repair_and_duplicates_use_canonical_archs(space):
 
 
 # -- the generic core on an analytic problem with a known front -------------------------------
+@pytest.mark.slow
 def test_nsga2_recovers_the_true_front(tmp_path):
     problem = AnalyticProblem([3] * 6)
     _, true_hv = problem.true_front()
-    config = SearchConfig(population=16, generations=10, seed=0, progress=False)
+    config = ArchSearchConfig(population=16, generations=10, seed=0, progress=False)
     result = search(problem.choices, problem, config, tmp_path, n_obj=2, n_constr=1,
                     hv_reference=problem.hv_reference)
     assert result.n_evaluated == problem.n_calls == 160  # no vector evaluated twice
@@ -150,7 +151,7 @@ def test_nsga2_recovers_the_true_front(tmp_path):
 def test_search_runs_in_memory_without_an_output_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     problem = AnalyticProblem([3] * 6)
-    config = SearchConfig(population=8, generations=3, seed=0, progress=False)
+    config = ArchSearchConfig(population=8, generations=3, seed=0, progress=False)
     result = search(problem.choices, problem, config, n_obj=2, n_constr=1,
                     hv_reference=problem.hv_reference)
     assert result.out_dir is None and result.n_evaluated == problem.n_calls == 24
@@ -162,7 +163,7 @@ def test_search_runs_in_memory_without_an_output_folder(tmp_path, monkeypatch):
 
 def test_a_reference_point_of_the_wrong_length_is_an_error(tmp_path):
     problem = AnalyticProblem([3] * 6)
-    config = SearchConfig(population=4, generations=1, progress=False)
+    config = ArchSearchConfig(population=4, generations=1, progress=False)
     with pytest.raises(ValueError, match=r"hv_reference \(1.0, 2.0, 3.0\) has 3 values; the problem has 2"):
         search(problem.choices, problem, config, tmp_path / "s", n_obj=2, n_constr=1,
                hv_reference=(1.0, 2.0, 3.0))
@@ -182,7 +183,7 @@ def test_random_uses_the_same_number_of_evaluations(tmp_path):
     counts = {}
     for algorithm in ("nsga2", "random"):
         problem.n_calls = 0
-        config = SearchConfig(algorithm=algorithm, population=16, generations=6, progress=False)
+        config = ArchSearchConfig(algorithm=algorithm, population=16, generations=6, progress=False)
         result = search(problem.choices, problem, config, tmp_path / algorithm, n_obj=2, n_constr=1)
         counts[algorithm] = (problem.n_calls, result.n_evaluated)
     assert counts["nsga2"] == counts["random"] == (96, 96)
@@ -197,7 +198,7 @@ def test_run_search_outputs(space, tmp_path):
     cand = pd.read_csv(tmp_path / "candidates.csv")
     assert not cand["arch"].duplicated().any()
     assert {"generation", "arch", "ap", "ap_easy", "ap_medium", "ap_hard", "latency_ms", "params",
-            "flops", "feasible", "baseline"} <= set(cand.columns)
+            "macs", "feasible", "baseline"} <= set(cand.columns)
     assert set(cand["generation"]) == {-1, 0, 1, 2}
     assert len(cand[cand["generation"] >= 0]) == 8 * 3
     base = cand[cand["baseline"]]
@@ -209,7 +210,7 @@ def test_run_search_outputs(space, tmp_path):
     F = np.c_[-feasible["ap"], feasible["latency_ms"]]
     assert nondominated(F).sum() == len(pareto)  # nothing feasible is missing from the front
     saved = yaml.safe_load((tmp_path / "search.yaml").read_text())
-    assert from_dict(SearchConfig, saved["search"]) == _config()
+    assert from_dict(ArchSearchConfig, saved["search"]) == _config()
     assert saved["resolved"]["budget_ms"] == 4.0
     assert result.baseline["arch"] == str(space.baseline) and "baseline" in result.report()
 

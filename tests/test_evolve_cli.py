@@ -16,7 +16,7 @@ from detection.model import build_supernet_detector
 from latency.config import LatencyConfig
 from latency.keys import build_entries
 from latency.measure import measure_table, table_meta
-from supernet.experiment import Experiment
+from core.experiment import Experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 

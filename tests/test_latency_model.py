@@ -20,7 +20,7 @@ from latency.keys import build_entries
 from latency.measure import measure_table, table_meta
 from latency.model import LatencyModel, cross_validate, features
 from latency.table import LatencyTable, meta_path, read_meta, write_meta
-from supernet.experiment import Experiment
+from core.experiment import Experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 TRUE_WEIGHTS = np.array([0.004, 0.02, 0.02, 0.001, 0.3, 0.3, 0.07, 0.0015, 0.003])

@@ -14,8 +14,8 @@ from latency.keys import build_entries
 from latency.measure import measure_table, table_meta
 from latency.report import compare, factor_effects, flag_dominated, latency_report, main
 from latency.table import LatencyTable
-from supernet.experiment import Experiment
-from supernet.space import SearchSpace
+from core.experiment import Experiment
+from core.space import SearchSpace
 
 ROOT = Path(__file__).resolve().parents[1]
 

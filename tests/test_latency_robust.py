@@ -20,7 +20,7 @@ from latency.measure import measure_table, table_meta
 from latency.robust import Runner, drift_factors, noise_summary, noise_warning, time_interleaved
 from latency.table import read_meta
 from latency.validate import metrics
-from supernet.experiment import Experiment
+from core.experiment import Experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,4 +1,4 @@
-"""python -m detection.predict: official prediction files from a checkpoint and a folder of images."""
+"""python -m stages.predict: official prediction files from a checkpoint and a folder of images."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from detection.evaluate import load_ground_truth, evaluate
-from detection.predict import main as predict
-from detection.predictions import read_predictions
+from detection.wider_eval import load_ground_truth, evaluate
+from stages.predict import main as predict
+from detection.prediction_files import read_predictions
 from train_supernet import main as train
 
 TINY = Path(__file__).resolve().parent.parent / "experiments" / "tiny.yaml"
@@ -21,7 +21,7 @@ def test_predict_writes_official_files_that_the_evaluator_reads(tmp_path, monkey
            "--set", "train.eval_images=0", "--set", "train.epochs=1"])
     (root,) = (tmp_path / "cache").glob("synth-*")
     images = root / "WIDER_val" / "images"
-    from supernet.experiment import Experiment
+    from core.experiment import Experiment
 
     arch = str(Experiment.from_yaml(TINY).space.baseline)
     n = predict(["--weights", str(tmp_path / "run" / "supernet.pt"), "--arch", arch,

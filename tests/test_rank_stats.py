@@ -15,7 +15,7 @@ from detection.model import build_detector
 from evolution.rank_stats import (budget_regret, kendall_tau_b, noise_ceiling, paired_tau_difference,
                                   rank_agreement, spearman_rho)
 from evolution.zero_cost import synflow
-from supernet.experiment import Experiment
+from core.experiment import Experiment
 
 TINY = Path(__file__).resolve().parent.parent / "experiments" / "tiny.yaml"
 

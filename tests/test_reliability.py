@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from detection.data import DataConfig, resolve_root
-from supernet.experiment import Experiment
-from supernet.io import atomic_write_text
-from supernet.lock import LockError, hold_file_lock, hold_lock
+from core.experiment import Experiment
+from core.io import atomic_write_text
+from core.lock import LockError, hold_file_lock, hold_lock
 from test_bad_input import _error, _fake_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,12 +27,18 @@ TINY = ROOT / "experiments" / "tiny.yaml"
 # situation) that outlives it. Prints "held" once the lock is taken.
 _HOLDER = r"""
 import multiprocessing, sys, time
-from supernet.lock import hold_file_lock, hold_lock
+from core.lock import hold_file_lock, hold_lock
 folder, kind, fork = sys.argv[1], sys.argv[2], sys.argv[3] == "fork"
+def child_main(ready):  # runs after the child's at-fork handlers (which drop the lock fd)
+    ready.set()
+    time.sleep(60)
 with (hold_lock(folder) if kind == "folder" else hold_file_lock(folder)):
     if fork:
-        child = multiprocessing.get_context("fork").Process(target=time.sleep, args=(60,))
+        ctx = multiprocessing.get_context("fork")
+        ready = ctx.Event()
+        child = ctx.Process(target=child_main, args=(ready,))
         child.start()
+        ready.wait(60)  # on a loaded machine the child may not have run yet: wait until it has
         print(child.pid, flush=True)
     print("held", flush=True)
     time.sleep(60)
@@ -114,7 +120,7 @@ def test_a_killed_holder_leaves_no_stale_lock(tmp_path, holder):
     os.kill(h.child, 0)  # the child is still alive, yet it does not hold the lock
     with hold_lock(tmp_path) as lock_file:  # at once, no manual clean-up
         assert lock_file.read_text().strip() == str(os.getpid())
-    assert lock_file.exists()  # never deleted (see supernet/lock.py)
+    assert lock_file.exists()  # never deleted (see core/lock.py)
 
 
 def test_the_lock_is_reentrant_in_one_process_and_released(tmp_path):
@@ -123,7 +129,7 @@ def test_the_lock_is_reentrant_in_one_process_and_released(tmp_path):
             pass
         with hold_file_lock(tmp_path / "latency.csv"):  # a file's lock is another lock
             pass
-    script = f"from supernet.lock import hold_lock\nwith hold_lock({str(tmp_path)!r}): pass"
+    script = f"from core.lock import hold_lock\nwith hold_lock({str(tmp_path)!r}): pass"
     subprocess.run([sys.executable, "-c", script], cwd=ROOT, check=True)  # released: free again
 
 

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 import report as report_cli
-from evolution import SearchConfig, fake_arch_evaluator, run_search
-from supernet.experiment import Experiment
+from evolution import ArchSearchConfig, fake_arch_evaluator, run_search
+from core.experiment import Experiment
 
 TINY = Path(__file__).resolve().parent.parent / "experiments" / "tiny.yaml"
 
@@ -26,7 +26,7 @@ def space():
 def search_dir(space, tmp_path) -> Path:
     """runs/tiny/search from a real (fast, fake-evaluator) search."""
     evaluate, latency = fake_arch_evaluator(space)
-    config = SearchConfig(population=8, generations=3, latency_budget="8ms", ap_metric="ap",
+    config = ArchSearchConfig(population=8, generations=3, latency_budget="8ms", ap_metric="ap",
                           progress=False)
     out = tmp_path / "runs" / "tiny" / "search"
     result = run_search(space, evaluate, latency, config, out, input_size=(64, 64),
@@ -51,7 +51,7 @@ def _retrained(run: Path, arch: str, baseline: bool = False) -> None:
                "ap": {"ap_easy": 0.6, "ap_medium": 0.5, "ap_hard": 0.2, "ap_mean": 0.43, "ap": 0.43},
                "eval": {"images": 8}, "one_shot": None,
                "onnx": {"max_abs_diff": 1e-6, "atol": 1e-4},
-               "latency": {"measured_ms": 2.5, "predicted_ms": 2.2}, "params": 1000, "flops": 10**6,
+               "latency": {"measured_ms": 2.5, "predicted_ms": 2.2}, "params": 1000, "macs": 10**6,
                "train": {"init": "scratch"}}
     (out / "metrics.json").write_text(json.dumps(metrics))
 

@@ -12,10 +12,13 @@ import torch
 
 import retrain as retrain_cli
 from detection.config import DetectorConfig
-from detection.export import OnnxMismatch, check_onnx, export_onnx, measure_onnx_latency
+from latency.config import LatencyConfig
+from latency.export import OnnxMismatch, check_onnx, export_onnx
+from latency.timing import time_models
 from detection.model import build_detector
-from detection.retrain import arch_hash, pick_from_pareto
-from supernet.experiment import Experiment
+from stages.pick import pick_from_pareto
+from stages.run import arch_hash
+from core.experiment import Experiment
 
 TINY = Path(__file__).resolve().parent.parent / "experiments" / "tiny.yaml"
 
@@ -103,8 +106,10 @@ def test_onnx_check_reports_the_difference(exp, tmp_path):
             p.mul_(1.1)
     with pytest.raises(OnnxMismatch, match=r"differs from torch by up to .* > atol 0.0001"):
         check_onnx(model, path, det_cfg.input_size, atol=1e-4)
-    timing = measure_onnx_latency(path, threads=1, warmup=1, repeats=3, rounds=2)
-    assert timing["median_ms"] > 0 and len(timing["rounds_ms"]) == 2
+    for method in ("interleaved", "sequential"):  # the one timing routine, both statistics
+        lat = LatencyConfig(warmup=1, repeats=4, rounds=2, method=method)
+        timing = time_models([path], lat, progress=False)[0]
+        assert timing["median_ms"] > 0 and len(timing["rounds_ms"]) == 2
 
 
 @pytest.mark.slow
@@ -115,7 +120,7 @@ def test_retrain_end_to_end_and_resume(pareto, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # runs/tiny/latency.csv of the checkout must not be found
     argv = ["--pareto", str(path), "--pick", "best-under:4ms", "--config", str(TINY), "--out",
             str(out), "--no-progress"]
-    import detection.run as run
+    import stages.trainer as run
 
     real, calls = run.train_one_epoch, []
 
@@ -146,7 +151,7 @@ def test_retrain_end_to_end_and_resume(pareto, tmp_path, monkeypatch):
     assert metrics["onnx"]["max_abs_diff"] <= metrics["onnx"]["atol"] == 1e-4
     assert metrics["latency"]["measured_ms"] > 0
     assert "predicted_ms" not in metrics["latency"]  # no table for this experiment
-    assert metrics["params"] > metrics["params_backbone"] > 0 and metrics["flops"] > 0
+    assert metrics["params"] > metrics["params_backbone"] > 0 and metrics["macs"] > 0
     assert metrics["train"]["steps"] == 4
     assert json.loads((out / "metrics.json").read_text()) == metrics
     assert (out / "model.onnx").stat().st_size > 0
@@ -157,7 +162,7 @@ def test_retrain_end_to_end_and_resume(pareto, tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_retrain_default_out_and_inherited_init(exp, tmp_path, monkeypatch):
     """--arch baseline --init supernet, output under runs/<name>/retrain/<arch hash>."""
-    from detection.run import train
+    from stages.trainer import train
 
     monkeypatch.chdir(tmp_path)
     train(Experiment.from_yaml(TINY, ["train.epochs=1", "train.eval_images=0"]),

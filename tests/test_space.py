@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from supernet.blocks import Backbone
-from supernet.space import SearchSpace, format_arch, parse_arch
+from core.space import SearchSpace, format_arch, parse_arch
 
 # 2 searchable stages, 2 choices per factor: 2 x 2^3 x 2 x (2^3 + 2^6) = 2304 archs, 4096 encodings
 SMALL = {

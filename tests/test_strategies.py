@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from evolution import AnalyticProblem, SearchConfig, fake_arch_evaluator, run_search, search
+from evolution import AnalyticProblem, ArchSearchConfig, SearchConfig, fake_arch_evaluator, run_search, search
 from evolution.strategies import PolicyGradient
-from supernet.experiment import Experiment
+from core.experiment import Experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 # (algorithm, surrogate): every strategy the engine offers
@@ -26,7 +26,7 @@ IDS = [f"{a}+surrogate" if s else a for a, s in STRATEGIES]
 def _config(algorithm, surrogate, **kw) -> SearchConfig:
     base = dict(algorithm=algorithm, surrogate=surrogate, population=8, generations=4, seed=0,
                 progress=False, aging_population=12, aging_sample=4, surrogate_pool=4)
-    return SearchConfig(**{**base, **kw})
+    return ArchSearchConfig(**{**base, **kw})
 
 
 class Crashing:
@@ -99,7 +99,7 @@ def test_rl_reward_increases_when_one_choice_is_clearly_best(tmp_path):
         acc = 0.3 + 0.1 * (X == 2).sum(1)
         return np.c_[-acc, np.full(len(X), 5.0)], np.zeros((len(X), 1))
 
-    config = SearchConfig(algorithm="rl", population=16, generations=12, seed=0, progress=False,
+    config = ArchSearchConfig(algorithm="rl", population=16, generations=12, seed=0, progress=False,
                           rl_learning_rate=0.2)
     result = search(choices, problem, config, tmp_path, n_obj=2, n_constr=1)
     reward = -result.candidates.groupby("generation")["f0"].mean()
@@ -125,11 +125,11 @@ def test_surrogate_tau_is_logged(algorithm, tmp_path):
 
 def test_config_checks_the_strategy_settings():
     with pytest.raises(ValueError, match="surrogate_pool"):
-        SearchConfig(surrogate_pool=0)
+        ArchSearchConfig(surrogate_pool=0)
     with pytest.raises(ValueError, match="aging_sample"):
-        SearchConfig(algorithm="aging", aging_population=4, aging_sample=4)
+        ArchSearchConfig(algorithm="aging", aging_population=4, aging_sample=4)
     with pytest.raises(ValueError, match="aging_fitness"):
-        SearchConfig(aging_fitness="speed")
+        ArchSearchConfig(aging_fitness="speed")
     problem = AnalyticProblem([3] * 4)
     with pytest.raises(ValueError, match="latency budget"):
         search(problem.choices, lambda X: problem(X)[:1] + (None,), _config("rl", False),

@@ -11,7 +11,7 @@ import pytest
 
 from detection.annotations import read_annotations
 from detection.data import WiderFaceDataset
-from detection.evaluate import load_ground_truth
+from detection.wider_eval import load_ground_truth
 from detection.synth import MARKER, MIN_FACE_PX, difficulty_keep, ensure_synthetic, render_image
 
 SMALL = dict(n_train=6, n_val=5, size=160, workers=1)

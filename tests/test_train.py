@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 import torch
 
-import detection.run as run
-from detection.run import load_checkpoint
-from supernet.experiment import Experiment
+import stages.trainer as run
+from core.checkpoint import load_checkpoint
+from core.experiment import Experiment
 from train_supernet import main
 
 TINY = Path(__file__).resolve().parent.parent / "experiments" / "tiny.yaml"
@@ -59,6 +59,7 @@ def test_uniform_sampler_option(tmp_path):
     assert (log["paths"] == 1).all()
 
 
+@pytest.mark.slow
 def test_resume_after_crash_is_bitwise_equal(tmp_path, monkeypatch):
     extra = ("--set", "train.epochs=2", "--set", "train.max_steps_per_epoch=3")
     main(_args(tmp_path / "straight", *extra))
@@ -136,6 +137,7 @@ def test_unknown_precision_is_refused(tmp_path):
         main(_args(tmp_path / "run", "--set", "train.precision=fp8"))
 
 
+@pytest.mark.slow
 def test_path_schedule_in_training(tmp_path):
     """Warm start on the largest path (1 pass per step), then sandwich + distillation (4 passes);
     the same run killed mid-way and resumed is bitwise equal (own-batch queues and phases resume)."""
@@ -158,7 +160,7 @@ def test_path_schedule_in_training(tmp_path):
 
 
 def test_train_config_rejects_inconsistent_schedule():
-    from detection.engine import TrainConfig
+    from detection.loop import TrainConfig
 
     with pytest.raises(ValueError, match="distill"):
         TrainConfig(distill=1.0)

@@ -8,8 +8,8 @@ import pytest
 
 from conftest import MINI, needs_mini  # noqa: E402  (shared test data location)
 from detection.annotations import read_annotations
-from detection.evaluate import SETTINGS, bootstrap_ap, evaluate, load_ground_truth
-from evolution.trust import ranking_trust, trust_archs
+from detection.wider_eval import SETTINGS, bootstrap_ap, evaluate, load_ground_truth
+from stages.trust import ranking_trust, trust_archs
 
 
 def _degraded(anns, keep: float, jitter: float, seed: int) -> dict:

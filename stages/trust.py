@@ -1,11 +1,12 @@
 """Can the search's answer be trusted? Pick vs baseline after retraining, and a ranking check.
 
 A one-shot search answers "which subnet is faster at AP not lower?" with estimates. Two checks
-turn that into something a user can act on, both run by `pipeline.py` after the retraining stage:
+turn that into something a user can act on, both run by `trust_check` (the pipeline's stage after
+retraining the pick and the baseline):
 
 * `compare_retrained`: the pick and the baseline, retrained with the same budget, scored on the
   same val images; AP of each and of their difference with intervals from a paired bootstrap over
-  images (`detection.evaluate.bootstrap_ap`), beside their measured latencies and the speed-up.
+  images (`detection.wider_eval.bootstrap_ap`), beside their measured latencies and the speed-up.
   The pick is "not worse" when the interval of pick - baseline reaches 0 or above.
 * `ranking_trust`: a few more archs (front members and others spread over the one-shot AP range,
   `trust_archs`) retrained with the same budget; Kendall tau between their one-shot AP and their
@@ -24,7 +25,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from core.io import atomic_write_text
 from evolution.rank_stats import rank_agreement
+from stages.pick import read_pareto
+from stages.retrain import retrain
+from stages.run import Run
 
 TRUSTED_TAU = 0.6  # a ranking this consistent (and clear of 0) is called trustworthy
 
@@ -93,10 +98,10 @@ def compare_retrained(exp, pick_dir: str | Path, baseline_dir: str | Path, eval_
 
     from detection.config import DetectorConfig
     from detection.data import DataConfig
-    from detection.evaluate import bootstrap_ap, paired_difference
-    from detection.inference import ValSet
+    from detection.wider_eval import bootstrap_ap, paired_difference
+    from detection.valset import ValSet
     from detection.model import build_detector
-    from detection.run import load_checkpoint
+    from core.checkpoint import load_checkpoint
 
     det_cfg = exp.section("detector", DetectorConfig)
     val = ValSet.load(exp.section("data", DataConfig), size=max(det_cfg.input_size),
@@ -122,3 +127,37 @@ def compare_retrained(exp, pick_dir: str | Path, baseline_dir: str | Path, eval_
                         f"baseline (measured), AP mean {diff['mean']['value']:+.4f} "
                         f"[{diff['mean']['lo']:+.4f}, {diff['mean']['hi']:+.4f}]: "
                         + ("not lower beyond noise" if not_worse else "LOWER beyond noise"))}
+
+
+def trust_check(run: Run, picked: dict, extra_archs: int, epochs: int, progress: bool = True) -> dict:
+    """Retrain `extra_archs` more archs with `epochs`, then write run.trust (one-shot vs retrained
+    ranking over them, the pick and the baseline) and run.comparison (pick vs baseline, paired
+    bootstrap over images); returns the trust record. The pick and the baseline must be retrained
+    already (same `epochs`)."""
+    pareto = read_pareto(run.pareto)
+    candidates = pd.read_csv(run.candidates)
+    key = picked["ap_key"]
+    baseline = str(run.exp.space.baseline)
+    done = {picked["arch"], baseline}
+    extra = trust_archs(candidates, pareto, key, done, k_front=(extra_archs + 1) // 2,
+                        k_spread=extra_archs // 2) if extra_archs > 0 else []
+    for arch in extra:
+        retrain(run, arch, epochs=epochs, resume=True, progress=progress)
+    one_shot = dict(zip(candidates["arch"], candidates[key]))
+    rows = []
+    for arch in [picked["arch"], baseline, *extra]:
+        metrics = json.loads((run.retrain_dir(arch) / "metrics.json").read_text())
+        rows.append({"arch": arch, "one_shot": float(one_shot[arch]),
+                     "retrained": float(metrics["ap"][key]),
+                     "measured_ms": float(metrics["latency"]["measured_ms"])})
+    result = {"ap_key": key, "retrain_epochs": epochs, "pick": picked, **ranking_trust(rows)}
+    atomic_write_text(run.trust, json.dumps(result, indent=1) + "\n")
+    print(f"trust check ({len(rows)} archs): {result['verdict']}"
+          + (f", Kendall tau {result['tau']:.2f} [{result['tau_lo']:.2f}, {result['tau_hi']:.2f}]"
+             if "tau" in result else "") + (f"\nwarning: {result['advice']}" if result["advice"] else ""),
+          flush=True)
+    cmp = compare_retrained(run.exp, run.retrain_dir(picked["arch"]), run.retrain_dir(baseline))
+    cmp["pick_rule"] = picked
+    atomic_write_text(run.comparison, json.dumps(cmp, indent=1) + "\n")
+    print(cmp["verdict"], flush=True)
+    return result

@@ -11,7 +11,7 @@ holds again (the pipeline holds its run folder while its stages lock it too); fo
 (DataLoader workers) do not keep it.
 
 Under torchrun only rank 0 writes, so only rank 0 calls `Lock.acquire`, at a point where its
-refusal is shared with the other ranks (see `detection.run.train`).
+refusal is shared with the other ranks (see `stages.trainer.train`).
 """
 
 from __future__ import annotations

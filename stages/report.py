@@ -32,8 +32,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from supernet.config import load_yaml  # noqa: E402
-from supernet.io import atomic_write_bytes, atomic_write_text, true_rows  # noqa: E402
+from core.config import load_yaml  # noqa: E402
+from core.io import atomic_write_bytes, atomic_write_text, true_rows  # noqa: E402
+from stages.run import Run, RunFolder  # noqa: E402
 
 SETTINGS = ("easy", "medium", "hard")
 
@@ -54,8 +55,8 @@ class Inputs:
     validation: dict | None = None
     validation_png: Path | None = None
     retrained: list[dict] = field(default_factory=list)  # metrics.json + "dir"
-    comparison: dict | None = None  # retrain/comparison.json (evolution.trust.compare_retrained)
-    trust: dict | None = None  # retrain/trust.json (evolution.trust.ranking_trust)
+    comparison: dict | None = None  # retrain/comparison.json (stages.trust.compare_retrained)
+    trust: dict | None = None  # retrain/trust.json (stages.trust.ranking_trust)
     confirmed: pd.DataFrame | None = None  # search/confirmed.csv (evolution.confirm.confirm_front)
     notes: list[str] = field(default_factory=list)
 
@@ -135,7 +136,7 @@ def collect(search_dir: str | Path, supernet_run: str | Path | None = None,
                                   ("arch", "latency_ms", "diff", "diff_lo", "diff_hi", "baseline"))
 
     run_dir = supernet_run or (Path(resolved["supernet"]).parent if resolved.get("supernet") else None)
-    run_dir = Path(run_dir) if run_dir else search_dir.parent
+    run_dir = Path(run_dir) if run_dir else search_dir.parent  # the layout: runs/<name>/search
     if any((run_dir / f).is_file() for f in ("log.csv", "evals.csv", "supernet.pt", "config.yaml")):
         inp.run_dir = run_dir
         inp.log = _read_csv(run_dir / "log.csv", "supernet training log", notes)
@@ -145,7 +146,7 @@ def collect(search_dir: str | Path, supernet_run: str | Path | None = None,
                      "curves skipped.")
 
     table = latency_table or resolved.get("latency_table") or (
-        inp.run_dir / "latency.csv" if inp.run_dir else None)
+        RunFolder(inp.run_dir).table if inp.run_dir else None)
     if table is not None:
         inp.table = Path(table)
         js, png = Path(f"{table}.validation.json"), Path(f"{table}.validation.png")
@@ -159,11 +160,11 @@ def collect(search_dir: str | Path, supernet_run: str | Path | None = None,
     else:
         notes.append("latency table: not found (pass --latency-table): validation skipped.")
 
-    folders = sorted((inp.run_dir / "retrain").glob("*/")) if inp.run_dir else []
+    folders = sorted(RunFolder(inp.run_dir).retrain_root.glob("*/")) if inp.run_dir else []
     inp.retrained = _retrained([p for p in folders if (p / "metrics.json").is_file()]
                                + [Path(p) for p in retrained], notes)
     for name in ("comparison", "trust"):
-        path = inp.run_dir / "retrain" / f"{name}.json" if inp.run_dir else None
+        path = getattr(RunFolder(inp.run_dir), name) if inp.run_dir else None
         if path is not None and path.is_file():
             try:
                 setattr(inp, name, json.loads(path.read_text()))
@@ -385,7 +386,7 @@ def _front_table(inp: Inputs) -> str:
         return '<p class="note">No Pareto front to list.</p>'
     retrained = {m["arch"]: m for m in inp.retrained}
     ap_cols = [c for c in ("ap_easy", "ap_medium", "ap_hard", "ap_mean") if c in inp.pareto]
-    head = ["#", "arch", *ap_cols, "latency_ms", "params", "flops", "retrained " + inp.ap_key,
+    head = ["#", "arch", *ap_cols, "latency_ms", "params", "macs", "retrained " + inp.ap_key,
             "measured ms"]
     rows = list(inp.pareto.reset_index(drop=True).iterrows())
     if inp.baseline is not None:
@@ -395,7 +396,7 @@ def _front_table(inp: Inputs) -> str:
         m = retrained.get(row["arch"])
         cells = [_fmt(i), f'<td class="arch">{html.escape(row["arch"])}</td>']
         cells[0] = f"<td>{cells[0]}</td>"
-        cells += [f"<td>{_fmt(row.get(c))}</td>" for c in [*ap_cols, "latency_ms", "params", "flops"]]
+        cells += [f"<td>{_fmt(row.get(c))}</td>" for c in [*ap_cols, "latency_ms", "params", "macs"]]
         cells += [f"<td>{_fmt(m['ap'].get(inp.ap_key)) if m else ''}</td>",
                   f"<td>{_fmt(m['latency']['measured_ms']) if m else ''}</td>"]
         body.append(f'<tr{" class=base" if i == "baseline" else ""}>{"".join(cells)}</tr>')
@@ -415,7 +416,7 @@ def _retrained_table(inp: Inputs) -> str:
         numbers = [ap.get("ap_easy"), ap.get("ap_medium"), ap.get("ap_hard"), ap.get("ap_mean"),
                    _one_shot(inp, m), lat["measured_ms"],
                    lat.get("predicted_ms"), m["onnx"]["max_abs_diff"], m.get("params"),
-                   m.get("flops"), m.get("eval", {}).get("images"), m.get("train", {}).get("init")]
+                   m.get("macs"), m.get("eval", {}).get("images"), m.get("train", {}).get("init")]
         cells = [f"<td>{_fmt(_label(m))}</td>", f'<td class="arch">{html.escape(m["arch"])}</td>']
         cells += [f"<td>{'' if v is None else _fmt(v, 3)}</td>" for v in numbers]
         body.append(f'<tr{" class=base" if m.get("baseline") else ""}>{"".join(cells)}</tr>')
@@ -600,3 +601,8 @@ def build_report(search_dir: str | Path, supernet_run: str | Path | None = None,
             atomic_write_bytes(out.parent / f"report_{key}.png", png)
     atomic_write_text(out, render_html(inp, figures, kind))
     return out
+
+
+def report(run: Run, out: str | Path | None = None) -> Path:
+    """The report of `run` (its search folder, supernet run, table and retrained models)."""
+    return build_report(run.search_dir, run.root, run.table, [], out)

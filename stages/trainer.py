@@ -1,7 +1,7 @@
 """A training run on disk: run folder, checkpoints, logs, per-epoch subnet evaluation, resume.
 
 Used by `train_supernet.py` (arch=None: the supernet, paths from the configured sampler) and by
-`retrain.py` (one arch, standalone); both go through `detection.engine.train_one_epoch`.
+`retrain.py` (one arch, standalone); both go through `detection.loop.train_one_epoch`.
 
 Run folder::
 
@@ -32,19 +32,19 @@ from detection.config import DetectorConfig
 from detection.data import DataConfig, build_loader, check_readable
 from detection.distributed import (barrier, broadcast_parameters, check_same, gather_shards,
                                    init_distributed, local_device, make_sync)
-from detection.engine import TrainConfig, TrainState, build_optimizer, build_scheduler, train_one_epoch
-from detection.inference import ValSet, recalibration_batches
+from detection.loop import TrainConfig, TrainState, build_optimizer, build_scheduler, train_one_epoch
+from detection.scoring import SubnetScorer
 from detection.loss import DetectionLoss
 from detection.model import build_detector, build_supernet_detector
 from supernet.net import SupernetConfig
-from supernet.bn import recalibrate_bn
-from supernet.config import load_yaml
-from supernet.device import select_device
-from supernet.experiment import Experiment
-from supernet.io import atomic_torch_save, atomic_write_csv, atomic_write_text
-from supernet.lock import LOCK_NAME, Lock, LockError, hold_lock
+from core.config import load_yaml
+from core.device import flush_denormals, select_device
+from core.experiment import Experiment
+from core.checkpoint import load_checkpoint, make_checkpoint
+from core.io import atomic_torch_save, atomic_write_csv, atomic_write_text
+from core.lock import LOCK_NAME, Lock, LockError, hold_lock
 from supernet.samplers import PathSchedule, StrictFairSampler, UniformSampler
-from supernet.space import Arch
+from core.space import Arch
 
 SAMPLERS = {"strict_fair": StrictFairSampler, "uniform": UniformSampler}
 
@@ -92,30 +92,6 @@ def prepare_run_dir(out: Path, resolved: dict, checkpoint_name: str, resume: boo
     atomic_write_text(config_path, yaml.safe_dump(resolved, sort_keys=False))
 
 
-def _load_failure(err: Exception) -> str:
-    """One line on why torch.load failed; its weights-only refusal is several lines of advice
-    (including "load with weights_only=False", which facenas never does) around the reason."""
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    if lines and lines[0].startswith("Weights only load failed"):
-        reason = [line for line in lines[1:] if not line.startswith(("Please file", "Check the"))]
-        return "holds more than tensors and plain data" + (f": {reason[0]}" if reason else "")
-    return lines[0] if lines else type(err).__name__
-
-
-def load_checkpoint(path: Path) -> dict:
-    """Load a facenas checkpoint safely (tensors and plain data only)."""
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # truncated file, not a checkpoint, unsafe pickle
-        raise ValueError(f"{path}: not a readable facenas checkpoint ({_load_failure(err)})") from None
-    if not isinstance(checkpoint, dict) or not {"kind", "space", "config", "model"} <= set(checkpoint):
-        raise ValueError(f"{path}: not a facenas checkpoint (a torch file without the kind, space, "
-                         "config and model entries train_supernet.py / retrain.py write)")
-    return checkpoint
-
-
 def _rescale_lr(optimizer, scheduler, lr: float) -> None:
     """Resumed with another train.lr: the same schedule, scaled to the new peak `lr`."""
     if all(base == lr for base in scheduler.base_lrs):
@@ -153,20 +129,14 @@ def _eval_subnets(exp: Experiment, cfg: TrainConfig, epoch: int) -> list[tuple[s
     return archs
 
 
-def evaluate_subnets(model, archs: list[tuple[str, Arch]], val: ValSet, recal: list[torch.Tensor]
-                     ) -> list[dict]:
-    """AP of each arch (BN recalibrated on `recal` batches); the model's BN buffers are restored."""
-    saved = {k: v.clone() for k, v in model.state_dict().items() if "running" in k or "num_batches" in k}
+def evaluate_subnets(scorer: SubnetScorer, archs: list[tuple[str, Arch]]) -> list[dict]:
+    """Official Easy/Medium/Hard AP of each arch (`SubnetScorer`); BN buffers are restored."""
     rows = []
-    try:
+    with scorer.keeping_bn():
         for label, arch in archs:
-            if model.elastic:
-                recalibrate_bn(model, arch, recal)
-            model.eval()
-            ap = val.evaluate(model, arch if model.elastic else None)
-            rows.append({"subnet": label, "arch": str(arch), **ap})
-    finally:
-        model.load_state_dict(saved, strict=False)
+            ap = scorer.score(arch)
+            rows.append({"subnet": label, "arch": str(arch),
+                         **{k: ap[f"ap_{k}"] for k in ("easy", "medium", "hard")}})
     return rows
 
 
@@ -199,6 +169,7 @@ def _train(exp: Experiment, out: Path, *, lock: Lock, arch: Arch | None = None,
     ckpt_name = "supernet.pt" if arch is None else "model.pt"
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    flush_denormals()
     device = select_device(cfg.device)
     info = init_distributed(device)
     device = local_device(device, info)
@@ -253,10 +224,8 @@ def _train(exp: Experiment, out: Path, *, lock: Lock, arch: Arch | None = None,
 
     ckpt_path = out / ckpt_name
     if resume and ckpt_path.exists():
-        ck = load_checkpoint(ckpt_path)
-        if ck["space"] != space.fingerprint():
-            raise ValueError(f"{ckpt_path}: checkpoint from another search space "
-                             f"({ck['space']} vs {space.fingerprint()})")
+        ck = load_checkpoint(ckpt_path, kind="supernet" if arch is None else "standalone",
+                             space=space)
         model.load_state_dict(ck["model"])
         optimizer.load_state_dict(ck["optimizer"])
         scheduler.load_state_dict(ck["scheduler"])
@@ -277,25 +246,20 @@ def _train(exp: Experiment, out: Path, *, lock: Lock, arch: Arch | None = None,
     def save() -> None:
         if not info.is_main:
             return
-        atomic_torch_save({
-            "kind": "supernet" if arch is None else "standalone",
-            "arch": str(arch) if arch is not None else "",
-            "space": space.fingerprint(),
-            "config": yaml.safe_dump(resolved, sort_keys=False),
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict() if scaler is not None else {},
-            "sampler": json.dumps(sampler.state_dict()) if sampler is not None else "",
-            "state": {"step": state.step, "epoch": state.epoch, "batch": state.batch},
-            "log": json.dumps(state.log), "evals": json.dumps(evals), "rng": _rng_state(),
-        }, ckpt_path)
+        atomic_torch_save(make_checkpoint(
+            "supernet" if arch is None else "standalone", space, resolved, model.state_dict(),
+            arch=str(arch) if arch is not None else "",
+            optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+            scaler=scaler.state_dict() if scaler is not None else {},
+            sampler=json.dumps(sampler.state_dict()) if sampler is not None else "",
+            state={"step": state.step, "epoch": state.epoch, "batch": state.batch},
+            log=json.dumps(state.log), evals=json.dumps(evals), rng=_rng_state()), ckpt_path)
         _write_logs(out, state.log, evals)
 
-    val = recal = None
+    scorer = None
     if cfg.eval_images > 0 and info.is_main:
-        val = ValSet.load(data_cfg, size=max(det_cfg.input_size), limit=cfg.eval_images)
-        recal = recalibration_batches(data_cfg, max(det_cfg.input_size),
-                                      cfg.bn_batches * data_cfg.batch_size, data_cfg.batch_size)
+        scorer = SubnetScorer.build(model, data_cfg, det_cfg, cfg.eval_images, cfg.bn_batches,
+                                    data_cfg.batch_size)
 
     bar = tqdm(total=total, initial=state.step, desc=f"train {exp.name}", unit="step",
                disable=not (progress and info.is_main), dynamic_ncols=True)
@@ -316,9 +280,9 @@ def _train(exp: Experiment, out: Path, *, lock: Lock, arch: Arch | None = None,
             if sampler is not None:
                 check_same(json.dumps(sampler.state_dict()), info, "the path sampler state")
             due = (state.epoch + 1) % cfg.eval_every == 0 or state.epoch + 1 == cfg.epochs
-            if val is not None and due:
+            if scorer is not None and due:
                 archs = _eval_subnets(exp, cfg, state.epoch) if arch is None else [("model", arch)]
-                rows = evaluate_subnets(model, archs, val, recal)
+                rows = evaluate_subnets(scorer, archs)
                 for r in rows:
                     r.update(epoch=state.epoch, step=state.step)
                 evals.extend(rows)
@@ -344,3 +308,10 @@ def weights_digest(model: torch.nn.Module) -> str:
         h.update(name.encode())
         h.update(t.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
+
+
+def train_supernet(run, *, resume: bool = False, overwrite: bool = False,
+                   progress: bool = True) -> dict:
+    """Stage 2: train `run`'s supernet into run.root (config.yaml, supernet.pt, log.csv, evals.csv);
+    `resume` continues it (also one killed before its first checkpoint). Returns the summary."""
+    return train(run.exp, run.root, resume=resume, overwrite=overwrite, progress=progress)

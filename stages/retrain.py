@@ -1,15 +1,16 @@
 """Retrain one searched arch stand-alone, score it, export it and time it: what `retrain.py` runs.
 
-    >>> metrics = retrain(exp, arch, "runs/default/retrain/1a2b3c4d", table=table)  # doctest: +SKIP
+    >>> metrics = retrain(Run.open("runs/default"), arch, epochs=20)               # doctest: +SKIP
+    >>> metrics = retrain_model(exp, arch, "runs/x/retrain/1a2b3c4d", table=table)  # doctest: +SKIP
     >>> metrics["ap"]["ap_hard"], metrics["latency"]["measured_ms"]                 # doctest: +SKIP
 
 Steps (each artifact written atomically into `out`):
 
-1. train with `detection.run.train(exp, out, arch=arch)` (the supernet's loop; `init` = a supernet
+1. train with `stages.trainer.train(exp, out, arch=arch)` (the supernet's loop; `init` = a supernet
    checkpoint to start from inherited weights) -> model.pt, log.csv, evals.csv, config.yaml;
 2. AP on the val split (the whole split unless `retrain.eval_images`), with the search's keys
    (``ap_easy``, ``ap_medium``, ``ap_hard``, ``ap_mean``, ``ap_min50``) so both compare directly;
-3. model.onnx (`detection.export`), checked against torch within `retrain.atol` on val images and
+3. model.onnx (`latency.export`), checked against torch within `retrain.atol` on val images and
    random inputs;
 4. end-to-end onnxruntime latency with the `latency:` settings, beside the table's prediction;
 5. metrics.json (+ arch.txt) last: a folder with metrics.json is a finished retrain.
@@ -23,30 +24,30 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import nn
 
 from detection.config import DetectorConfig
 from detection.data import DataConfig
-from detection.engine import TrainConfig
-from detection.export import check_onnx, export_onnx, measure_onnx_latency
-from detection.inference import ValSet
+from detection.loop import TrainConfig
+from latency.export import check_onnx, export_onnx
+from latency.timing import time_models
+from detection.valset import ValSet
 from detection.model import build_detector
-from detection.run import load_checkpoint, train
+from core.checkpoint import load_checkpoint
+from stages.trainer import train
 from latency.config import LatencyConfig
-from supernet.device import select_device
-from supernet.config import load_yaml
-from supernet.experiment import Experiment
-from supernet.io import atomic_write_text, true_rows
-from supernet.lock import Lock, hold_lock
-from supernet.space import Arch
+from core.device import select_device
+from core.experiment import Experiment
+from core.io import atomic_write_text
+from core.lock import Lock, hold_lock
+from core.space import Arch
+from stages.run import Run, arch_hash
 
 METRICS = "metrics.json"
 
@@ -63,109 +64,6 @@ class RetrainConfig:
     def __post_init__(self) -> None:
         if self.eval_images < 0 or self.check_images < 0 or not self.atol > 0:
             raise ValueError("retrain: eval_images and check_images must be >= 0 and atol > 0")
-
-
-def arch_hash(arch: Arch | str) -> str:
-    """Short stable folder name of an arch: the first 8 hex digits of sha1(arch string)."""
-    return hashlib.sha1(str(arch).encode()).hexdigest()[:8]
-
-
-# -- choosing the arch ----------------------------------------------------------------------------
-def read_pareto(path: str | Path) -> pd.DataFrame:
-    """A search's pareto.csv; errors name the file: unreadable, no ``arch``/``latency_ms`` column,
-    or a latency / AP value that is not a finite number (latency also >= 0)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Pareto file not found: {path}")
-    try:
-        frame = pd.read_csv(path)
-    except (ValueError, pd.errors.ParserError) as err:  # empty, ragged, not UTF-8
-        raise ValueError(f"{path}: not a readable CSV ({str(err).strip().splitlines()[0]})") from None
-    missing = [c for c in ("arch", "latency_ms") if c not in frame]
-    if missing:
-        raise ValueError(f"{path}: no {missing[0]!r} column (a search's pareto.csv has arch, "
-                         f"latency_ms and ap_* columns; this one has {', '.join(frame.columns)})")
-    blank = np.flatnonzero(~frame["arch"].map(lambda v: isinstance(v, str)).to_numpy(bool))
-    if len(blank):
-        raise ValueError(f"{path}:{blank[0] + 2}: no arch string in the arch column")
-    for col in ["latency_ms", *(c for c in frame if c.startswith("ap_"))]:
-        values = pd.to_numeric(frame[col], errors="coerce")
-        bad = ~np.isfinite(values) | ((values < 0) if col == "latency_ms" else False)
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            raise ValueError(f"{path}:{i + 2}: {col} must be a finite number"
-                             f"{' >= 0' if col == 'latency_ms' else ''}, got '{frame[col].iloc[i]}'")
-    return frame
-
-
-_PICK_RE = re.compile(r"(?P<row>\d+)|best-under:(?P<budget>.+)|best|(?P<fastest>fastest-not-worse)")
-
-
-def pick_from_pareto(pareto: pd.DataFrame, pick: str, ap_key: str,
-                     baseline_ap: float | None = None) -> pd.Series:
-    """The row of `pareto` named by `pick`: ``<row>`` (0-based, file order), ``best`` (highest
-    `ap_key`), ``best-under:<budget>`` (highest `ap_key` with latency_ms <= budget, e.g. 12ms) or
-    ``fastest-not-worse`` (the fastest row whose `ap_key` is at least `baseline_ap`, the
-    baseline's one-shot AP under the same protocol: the user's question, "faster at AP not
-    lower")."""
-    from evolution.budget import parse_budget
-
-    m = _PICK_RE.fullmatch(pick.strip())
-    if m is None:
-        raise ValueError(f"--pick {pick!r}: expected a row number, 'best', 'best-under:<budget>' "
-                         "(e.g. best-under:12ms) or 'fastest-not-worse'")
-    if pareto.empty:
-        raise ValueError("the Pareto front is empty: nothing to pick")
-    if m["fastest"] is not None:
-        if baseline_ap is None:
-            raise ValueError("--pick fastest-not-worse needs the baseline's one-shot AP (the "
-                             "search's candidates.csv has no baseline row)")
-        if ap_key not in pareto:
-            raise ValueError(f"pareto.csv has no column {ap_key!r} (columns: {', '.join(pareto.columns)})")
-        rows = pareto[pareto[ap_key].astype(float) >= baseline_ap]
-        if rows.empty:
-            raise ValueError(f"--pick fastest-not-worse: no Pareto row reaches the baseline's "
-                             f"one-shot {ap_key} {baseline_ap:.4f} (best {pareto[ap_key].max():.4f})")
-        return rows.loc[rows["latency_ms"].astype(float).idxmin()]
-    if m["row"] is not None:
-        row = int(m["row"])
-        if row >= len(pareto):
-            raise ValueError(f"--pick {row}: the front has only {len(pareto)} rows (0..{len(pareto) - 1})")
-        return pareto.iloc[row]
-    if ap_key not in pareto:
-        raise ValueError(f"pareto.csv has no column {ap_key!r} (columns: {', '.join(pareto.columns)})")
-    rows = pareto
-    if m["budget"] is not None:
-        budget = parse_budget(m["budget"])
-        rows = pareto[pareto["latency_ms"] <= budget]
-        if rows.empty:
-            raise ValueError(f"--pick {pick}: no Pareto row is under {budget:g} ms (fastest: "
-                             f"{pareto['latency_ms'].min():.4g} ms)")
-    return rows.loc[rows[ap_key].astype(float).idxmax()]
-
-
-def baseline_one_shot(search_dir: Path, ap_key: str) -> float | None:
-    """The baseline's one-shot `ap_key` from the search's candidates.csv (None if not there)."""
-    path = Path(search_dir) / "candidates.csv"
-    if not path.is_file():
-        return None
-    frame = pd.read_csv(path)
-    if "baseline" not in frame or ap_key not in frame:
-        return None
-    rows = frame[true_rows(frame, "baseline")]
-    return float(rows[ap_key].iloc[0]) if len(rows) else None
-
-
-def search_ap_key(search_dir: Path, pareto: pd.DataFrame) -> str:
-    """The AP column the search optimised (search.yaml's ap_metric), else ap_mean."""
-    metric = "mean"
-    path = search_dir / "search.yaml"
-    if path.is_file():
-        metric = (load_yaml(path).get("search") or {}).get("ap_metric", metric)
-    for key in (metric, f"ap_{metric}", "ap_mean"):
-        if key in pareto:
-            return key
-    raise ValueError(f"{search_dir}: pareto.csv has no AP column for ap_metric {metric!r}")
 
 
 # -- data -----------------------------------------------------------------------------------------
@@ -244,9 +142,11 @@ def _latency(exp: Experiment, arch: Arch, onnx_path: Path, table) -> dict:
     from latency.device_bench import device_info
 
     lat = exp.section("latency", LatencyConfig)
-    timing = measure_onnx_latency(onnx_path, lat.threads, lat.warmup, lat.repeats, lat.rounds,
-                                  lat.provider, lat.clock)
-    out = {"measured_ms": timing.pop("median_ms"), **timing,
+    # the table's own timing routine and statistic: measured and predicted are comparable
+    timing = time_models([onnx_path], lat, desc="retrained model", progress=False)[0]
+    out = {"measured_ms": timing.pop("median_ms"), **timing, "threads": lat.threads,
+           "warmup": lat.warmup, "repeats": lat.repeats, "rounds": lat.rounds, "clock": lat.clock,
+           "provider": lat.provider, "method": lat.method, "quantile": lat.quantile,
            "device": device_info(lat.threads, lat.provider),
            # other processes inflate wall-clock timings: keep the load to judge the number by
            "load_avg_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
@@ -262,7 +162,7 @@ def _latency(exp: Experiment, arch: Arch, onnx_path: Path, table) -> dict:
 
 
 # -- the pipeline ---------------------------------------------------------------------------------
-def retrain(exp: Experiment, arch: Arch, out: str | Path, **kwargs) -> dict:
+def retrain_model(exp: Experiment, arch: Arch, out: str | Path, **kwargs) -> dict:
     """`_retrain` holding `out`'s lock, from before `overwrite` deletes anything to the end."""
     lock = hold_lock(out)
     if os.environ.get("RANK", "0") == "0":  # under torchrun rank 0 writes the folder
@@ -329,8 +229,8 @@ def _retrain(exp: Experiment, arch: Arch, out: Path, *, lock: Lock, init: dict |
         "onnx": onnx, "latency": latency,
         "params": int(sum(p.numel() for p in model.parameters())),
         "params_backbone": exp.space.params(arch),
-        "flops": count_macs(model, det_cfg.input_size),
-        "flops_backbone": exp.space.flops(arch, det_cfg.input_size),
+        "macs": count_macs(model, det_cfg.input_size),
+        "macs_backbone": exp.space.macs(arch, det_cfg.input_size),
         "input_size": list(det_cfg.input_size),
         "train": {"steps": summary["steps"], "final_loss": summary["final_loss"],
                   "epochs": exp.section("train", TrainConfig).epochs, "init": init_source or "scratch",
@@ -345,6 +245,32 @@ def _json_default(value):
     if isinstance(value, (np.integer, np.floating, np.bool_)):
         return value.item()
     raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
+
+
+# -- the stage ----------------------------------------------------------------------------------
+def retrain(run: Run, arch: Arch | str, *, epochs: int | None = None, init: str = "scratch",
+            supernet: Path | None = None, table: Path | None = None, out: Path | None = None,
+            one_shot: dict | None = None, resume: bool = False, overwrite: bool = False,
+            progress: bool = True, extra: dict | None = None) -> dict:
+    """Retrain `arch` ('baseline' or an arch string) of `run` into run.retrain_dir(arch) (or
+    `out`) with `epochs` (default train.epochs); `init` 'supernet' starts from the run's (or
+    `supernet`'s) inherited weights. The table (default the run's, when it matches) predicts the
+    latency beside the measured one. Returns metrics.json's content."""
+    if init not in ("scratch", "supernet"):
+        raise ValueError(f"init must be 'scratch' or 'supernet', got {init!r}")
+    if epochs is not None:
+        run = run.with_overrides([f"train.epochs={epochs}"])
+    exp = run.exp
+    if isinstance(arch, str):
+        arch = exp.space.baseline if arch == "baseline" else exp.space.parse(arch)
+    source = Path(supernet or run.supernet) if init == "supernet" else None
+    init_ck = load_supernet(source, exp) if source else None
+    lut = open_table(Path(table or run.table), exp, required=table is not None)
+    out = Path(out or run.retrain_dir(arch))
+    print(f"retraining {arch}\n  config {run.config}\n  out {out}", flush=True)
+    return retrain_model(exp, arch, out, init=init_ck, init_source=source and f"supernet:{source}",
+                         table=lut, one_shot=one_shot, resume=resume, overwrite=overwrite,
+                         progress=progress, extra={"config": str(run.config), **(extra or {})})
 
 
 # -- locating a run's files (for the CLI) ---------------------------------------------------------
@@ -384,12 +310,7 @@ def open_table(path: Path, exp: Experiment, required: bool):
 
 def load_supernet(path: Path, exp: Experiment) -> dict:
     """A supernet checkpoint of `exp`'s space (for `init`); ValueError otherwise."""
-    checkpoint = load_checkpoint(Path(path))
-    if checkpoint.get("kind") != "supernet" or checkpoint.get("space") != exp.space.fingerprint():
-        raise ValueError(f"{path}: not a supernet checkpoint of this space (kind "
-                         f"{checkpoint.get('kind')!r}, space {checkpoint.get('space')} vs "
-                         f"{exp.space.fingerprint()})")
-    return checkpoint
+    return load_checkpoint(Path(path), kind="supernet", space=exp.space)
 
 
 def summary_text(metrics: dict) -> str:

@@ -5,7 +5,7 @@
 
 `sample_paths` returns the archs to train in one optimizer step (m strict-fair paths, one uniform
 path); their gradients are accumulated and one update is taken. Retraining passes None: the
-model's own (single) arch. `detection.run.train` wraps this with checkpoints, logs and resume.
+model's own (single) arch. `stages.trainer.train` wraps this with checkpoints, logs and resume.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
-from supernet.space import Arch
+from core.space import Arch
 
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}

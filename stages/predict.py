@@ -1,7 +1,7 @@
 """Write official WIDER FACE prediction files for a folder of images.
 
-    python -m detection.predict --weights runs/x/model.pt --images WIDER_val/images --out preds/
-    python -m detection.predict --weights runs/default/supernet.pt --arch "K3C32S2-..." \\
+    facenas predict --weights runs/x/model.pt --images WIDER_val/images --out preds/
+    facenas predict --weights runs/default/supernet.pt --arch "K3C32S2-..." \\
         --images WIDER_val/images --out preds/ [--size 640] [--bn-from ROOT]
 
 Output: ``<out>/<event>/<image>.txt`` with the image name, the count, then ``x y w h score`` lines in
@@ -13,28 +13,26 @@ split of --bn-from, default the experiment's data) and a standalone checkpoint c
 from __future__ import annotations
 
 import argparse
-import itertools
 import sys
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from PIL import Image
 from tqdm import tqdm
 
 from detection.augment import resize_for_eval
 from detection.config import DetectorConfig
-from detection.data import DataConfig, build_loader, normalize
+from detection.data import DataConfig, normalize
 from detection.model import Detector, build_detector, build_supernet_detector
 from detection.postprocess import to_wider
-from detection.predictions import write_predictions
-from detection.run import load_checkpoint
+from detection.prediction_files import write_predictions
+from detection.scoring import SubnetScorer
+from core.checkpoint import check_checkpoint, checkpoint_experiment, load_checkpoint
 from supernet.net import SupernetConfig
-from supernet.bn import recalibrate_bn
-from supernet.device import select_device
-from supernet.experiment import Experiment
+from core.device import select_device
+from core.experiment import Experiment
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
@@ -52,12 +50,7 @@ def load_detector(checkpoint: dict, arch: str | None = None, bn_batches: int = 8
                   ) -> tuple[Detector, Experiment]:
     """The detector of a checkpoint: standalone as saved, or a supernet subnet (BN recalibrated).
     `source` (the file) names it in errors."""
-    if not isinstance(checkpoint, dict) or not {"kind", "config", "model"} <= set(checkpoint):
-        raise ValueError(f"{source}: not a facenas checkpoint (no kind/config/model entries)")
-    config = yaml.safe_load(checkpoint["config"])
-    if isinstance(config, dict):  # a standalone run records its arch in its config too (the
-        config.pop("arch", None)  # checkpoint's own "arch" entry is the one used below)
-    exp = Experiment.from_dict(config, source=f"{source}:config")
+    exp = checkpoint_experiment(check_checkpoint(checkpoint, source), source)
     det_cfg = exp.section("detector", DetectorConfig)
     if checkpoint["kind"] == "standalone":
         saved = checkpoint["arch"]
@@ -74,8 +67,9 @@ def load_detector(checkpoint: dict, arch: str | None = None, bn_batches: int = 8
     data_cfg = exp.section("data", DataConfig)
     if data_root:
         data_cfg = replace(data_cfg, root=data_root)
-    loader = build_loader(replace(data_cfg, workers=0), "train", train=True, seed=0)
-    recalibrate_bn(sup, parsed, [x for x, _ in itertools.islice(loader, bn_batches)])
+    # BN statistics of this subnet, re-estimated as the search did (training images at the
+    # evaluation resolution): the one scorer's recalibration
+    SubnetScorer.build(sup, data_cfg, det_cfg, 0, bn_batches, data_cfg.batch_size).activate(parsed)
     return sup.extract(parsed).eval(), exp
 
 

@@ -51,7 +51,7 @@ from evolution.operators import (CanonicalRepair, CategoricalMutation, SeenDupli
                                  UniqueSampling, identity, sample_unique)
 from evolution.strategies import AgingEvolution, PolicyGradient, SurrogateNSGA2
 from evolution.surrogate import Surrogate
-from supernet.io import atomic_write_csv, atomic_write_text
+from core.io import atomic_write_csv, atomic_write_text
 
 ObjectiveFn = Callable[[np.ndarray], tuple]
 CHECKPOINT, CANDIDATES = "checkpoint.json", "candidates.csv"
@@ -78,7 +78,7 @@ class EncodedProblem(Problem):
         self.choices, self.canonical, self.key = choices, canonical, key
 
     def _evaluate(self, x, out, *args, **kwargs):
-        raise RuntimeError("EncodedProblem is evaluated by evolution.engine.optimize (ask/tell)")
+        raise RuntimeError("EncodedProblem is evaluated by evolution.optimizer.optimize (ask/tell)")
 
 
 class RandomSearch:

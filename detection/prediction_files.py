@@ -24,7 +24,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from supernet.io import atomic_write_text, read_text
+from core.io import atomic_write_text, read_text
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 

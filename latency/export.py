@@ -1,17 +1,15 @@
-"""Deploy a trained detector: ONNX export, onnxruntime-vs-torch check, end-to-end latency.
+"""The one ONNX export of facenas: table entries, whole subnets and deployed detectors.
 
+    >>> onnx_bytes(block, ((1, 16, 40, 40),))                                  # doctest: +SKIP
     >>> export_onnx(detector, "runs/x/model.onnx", (320, 320))                 # doctest: +SKIP
     >>> check_onnx(detector, "runs/x/model.onnx", (320, 320), atol=1e-4)       # doctest: +SKIP
     3.1e-06                                              # max |onnxruntime - torch| over both outputs
-    >>> measure_onnx_latency("runs/x/model.onnx", threads=1)                   # doctest: +SKIP
-    {'median_ms': 4.2, 'p90_ms': 4.6, 'cv': 0.03, 'round_cv': 0.01, 'rounds_ms': [...]}
 
 The graph is the network only (backbone + laterals + head), batch 1, float32, input ``images``
 (1, 3, H, W) normalised as `detection.data.normalize`; outputs ``logits`` (1, A) and ``deltas``
 (1, A, 4), ordered as ``detector.anchors((H, W))``. Anchors, decoding and NMS stay outside the graph
-(`detection.postprocess`), exactly as the latency table measures the detector. Timing reuses
-`latency.device_bench` (the one timing implementation): same session options, IOBinding, warm-up,
-and the interleaved rounds of `latency.calibrate.measure_archs` (median of round medians).
+(`detection.postprocess`), exactly as the latency table measures the detector (whose entries and
+calibration subnets are exported by the same `onnx_bytes`). Timing is `latency.timing.time_models`.
 """
 
 from __future__ import annotations
@@ -25,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from supernet.io import atomic_write_bytes
+from core.io import atomic_write_bytes
 
 INPUT_NAME, OUTPUT_NAMES = "images", ("logits", "deltas")
 
@@ -40,18 +38,27 @@ def _cpu_eval_copy(detector: nn.Module) -> nn.Module:
     return copy.deepcopy(detector).cpu().eval()
 
 
-def export_onnx(detector: nn.Module, path: str | Path, input_size: tuple[int, int],
-                opset: int = 17) -> Path:
-    """Write `detector` as ONNX (TorchScript exporter, `dynamo=False`) at 1x3xHxW; returns path."""
-    model = _cpu_eval_copy(detector)
-    dummy = torch.zeros(1, 3, *input_size)
+def onnx_bytes(module: nn.Module, input_shapes: tuple[tuple[int, ...], ...], opset: int = 17,
+               input_names: list[str] | None = None, output_names: list[str] | None = None) -> bytes:
+    """Serialized ONNX of `module` (a CPU eval-mode copy: BN in inference form) at fixed input
+    shapes. The TorchScript exporter (`dynamo=False`): ~0.05 s per block, no onnxscript needed.
+    Inputs are named x0, x1, ... unless `input_names` are given."""
+    model = _cpu_eval_copy(module)
+    args = tuple(torch.zeros(*shape) for shape in input_shapes)
     buf = io.BytesIO()
     with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the legacy exporter's DeprecationWarning
-        torch.onnx.export(model, (dummy,), buf, dynamo=False, opset_version=opset,
-                          input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
-                          do_constant_folding=True)
-    atomic_write_bytes(path, buf.getvalue())
+        warnings.simplefilter("ignore")  # the legacy exporter's DeprecationWarning, once per model
+        torch.onnx.export(model, args, buf, dynamo=False, opset_version=opset,
+                          input_names=input_names or [f"x{i}" for i in range(len(args))],
+                          output_names=output_names, do_constant_folding=True)
+    return buf.getvalue()
+
+
+def export_onnx(detector: nn.Module, path: str | Path, input_size: tuple[int, int],
+                opset: int = 17) -> Path:
+    """Write `detector` as ONNX at 1x3xHxW with the deployed input/output names; returns path."""
+    atomic_write_bytes(path, onnx_bytes(detector, ((1, 3, *input_size),), opset,
+                                        [INPUT_NAME], list(OUTPUT_NAMES)))
     return Path(path)
 
 
@@ -91,24 +98,3 @@ def check_onnx(detector: nn.Module, path: str | Path, input_size: tuple[int, int
                            f"(logits {worst['logits']:.3g}, deltas {worst['deltas']:.3g}) > atol "
                            f"{atol:g} over {len(batches)} inputs")
     return diff
-
-
-def measure_onnx_latency(path: str | Path, threads: int, warmup: int = 10, repeats: int = 50,
-                         rounds: int = 3, provider: str = "CPUExecutionProvider",
-                         clock: str = "wall") -> dict:
-    """End-to-end onnxruntime latency of one model: median of `rounds` round medians (ms), p90.
-
-    Same defaults and meaning as `latency.config.LatencyConfig` (pass its fields to compare with
-    the table): the table's calibration and validation time whole subnets exactly this way.
-    """
-    from latency.device_bench import make_session, time_session
-
-    if rounds < 1 or repeats < 1:
-        raise ValueError(f"need rounds >= 1 and repeats >= 1, got {rounds} and {repeats}")
-    session = make_session(Path(path), threads, provider)
-    runs = [time_session(session, warmup, repeats, clock=clock) for _ in range(rounds)]
-    med = np.array([r["median_ms"] for r in runs])
-    return {"median_ms": float(np.median(med)), "p90_ms": float(np.median([r["p90_ms"] for r in runs])),
-            "cv": float(np.mean([r["cv"] for r in runs])), "round_cv": float(med.std() / med.mean()),
-            "rounds_ms": med.tolist(), "threads": threads, "warmup": warmup, "repeats": repeats,
-            "clock": clock, "provider": provider}

@@ -2,7 +2,7 @@
 
 Inputs are the official ground truth (``ground_truth/wider_face_val.mat`` and
 ``wider_{easy,medium,hard}_val.mat``) and a prediction folder ``<pred>/<event>/<stem>.txt`` in the
-submission format (see ``detection/predictions.py``). The protocol is that of the official MATLAB
+submission format (see ``detection/prediction_files.py``). The protocol is that of the official MATLAB
 code and of its widely used Python port:
 
 1. Scores are min-max normalised over all predictions of all images: (s - min) / (max - min).
@@ -29,10 +29,10 @@ Deliberate, documented choices where the official code is silent or undefined:
   result whenever scores lie in [0, 1] (any probability); for scores all above 1 or all below 0
   it differs, and the true min-max keeps AP invariant to affine rescaling of the scores.
 
-    $ python -m detection.evaluate --gt widerface/ground_truth --pred runs/x/preds
+    $ facenas evaluate --gt widerface/ground_truth --pred runs/x/preds
     {"easy": 0.912, "medium": 0.884, "hard": 0.701}
-    $ python -m detection.evaluate --gt widerface/ground_truth --pred runs/x/preds --subset
-    $ python -m detection.evaluate --annotations my_test/bbx_gt.txt --pred runs/x/preds
+    $ facenas evaluate --gt widerface/ground_truth --pred runs/x/preds --subset
+    $ facenas evaluate --annotations my_test/bbx_gt.txt --pred runs/x/preds
     {"all": 0.801, "min50": 0.953}
 
 ``--subset`` restricts the protocol to the images that have a prediction file (faces of the other
@@ -53,8 +53,8 @@ import numpy as np
 import scipy.io
 
 from detection.annotations import ImageAnnotation, read_annotations
-from detection.predictions import image_key, read_predictions, sort_by_score
-from supernet.io import atomic_write_bytes
+from detection.prediction_files import image_key, read_predictions, sort_by_score
+from core.io import atomic_write_bytes
 
 SETTINGS = ("easy", "medium", "hard")
 THRESH_NUM = 1000
@@ -447,7 +447,7 @@ def evaluate_annotations(predictions: dict[str, np.ndarray], annotations: list[I
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m detection.evaluate", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--gt", help="folder with wider_face_val.mat and wider_{easy,medium,hard}_val.mat")
     src.add_argument("--annotations", help="WIDER-format annotation text (prints all / min50 AP)")

@@ -47,7 +47,7 @@ from typing import Iterator
 
 import numpy as np
 
-from supernet.config import from_dict, load_yaml
+from core.config import from_dict, load_yaml
 
 _BLOCK_RE = re.compile(
     r"(?:(?P<op>D|E(?P<expand>[1-9]\d*)))?"
@@ -193,7 +193,7 @@ class LayerKey:
             total += 2 * mid * sq + sq + mid
         return total
 
-    def flops(self) -> int:
+    def macs(self) -> int:
         """Multiply-accumulates of the convs and SE layers (MACs; pooling and adds not counted)."""
         b, c_in, c_out = self.block, self.c_in, self.block.channels
         mid, k = b.mid_channels(c_in), b.kernel
@@ -540,7 +540,7 @@ class SearchSpace:
                     options = [Block(op, k, width, stride, e, se)
                                for (op, e), k, se in itertools.product(self.ops, self.kernels,
                                                                        self.se_ratios)]
-                    layers.append(pick(options, key=lambda b: (LayerKey(b, c_in, 64, 64).flops(),
+                    layers.append(pick(options, key=lambda b: (LayerKey(b, c_in, 64, 64).macs(),
                                                                LayerKey(b, c_in, 64, 64).params())))
             blocks += layers
             c_prev = layers[-1].channels
@@ -578,9 +578,9 @@ class SearchSpace:
         """Backbone parameters (matches `sum(p.numel())` of the extracted torch module)."""
         return sum(k.params() for k in self.layers(arch, (32, 32)))
 
-    def flops(self, arch: Arch, input_size: tuple[int, int]) -> int:
-        """Backbone multiply-accumulates at `input_size` (see `LayerKey.flops`)."""
-        return sum(k.flops() for k in self.layers(arch, input_size))
+    def macs(self, arch: Arch, input_size: tuple[int, int]) -> int:
+        """Backbone multiply-accumulates at `input_size` (see `LayerKey.macs`)."""
+        return sum(k.macs() for k in self.layers(arch, input_size))
 
     def stage_strides(self) -> list[int]:
         """Output stride of each stage (the detector taps features by stride)."""

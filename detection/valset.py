@@ -7,7 +7,7 @@ same images, so the evaluation images are decoded, resized and normalised once i
     >>> val.evaluate(detector, arch)                             # doctest: +SKIP
     {'easy': 0.71, 'medium': 0.62, 'hard': 0.31}
 
-AP follows the official WIDER FACE protocol (`detection.evaluate`), restricted to the images of the
+AP follows the official WIDER FACE protocol (`detection.wider_eval`), restricted to the images of the
 subset (``subset=True``), against the split's ``ground_truth/*.mat``.
 """
 
@@ -22,10 +22,10 @@ import torch
 from detection.annotations import ImageAnnotation, read_annotations
 from detection.augment import resize_for_eval
 from detection.data import DataConfig, normalize, resolve_root, val_images
-from detection.evaluate import GroundTruth, evaluate, evaluate_annotations, load_ground_truth
+from detection.wider_eval import GroundTruth, evaluate, evaluate_annotations, load_ground_truth
 from detection.postprocess import postprocess, to_wider
-from detection.predictions import write_predictions
-from supernet.space import Arch
+from detection.prediction_files import write_predictions
+from core.space import Arch
 
 
 def recalibration_batches(cfg: DataConfig, size: int, images: int, batch_size: int = 16,

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from supernet.io import read_text
+from core.io import read_text
 
 T = TypeVar("T")
 

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from supernet.config import apply_overrides, from_dict, load_yaml
-from supernet.space import SearchSpace
+from core.config import apply_overrides, from_dict, load_yaml
+from core.space import SearchSpace
 
 T = TypeVar("T")
 SECTIONS = ("supernet", "detector", "data", "train", "latency", "search", "confirm", "retrain")
