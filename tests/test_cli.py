@@ -14,7 +14,7 @@ import pipeline
 import report
 import retrain
 import train_supernet
-from stages.cli import COMMANDS, LATENCY_TOOLS, TOOLS, main
+from stages.cli import COMMANDS, TOOLS, main
 from stages.run import DEFAULT_CONFIG, Run, RunFolder, arch_hash, resolve_config
 
 ROOT = Path(__file__).resolve().parent.parent
