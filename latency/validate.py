@@ -84,6 +84,17 @@ def validate_table(table: LatencyTable, lat: LatencyConfig, det: DetectorConfig,
     }
 
 
+def write_validation(table: LatencyTable, lat: LatencyConfig, det: DetectorConfig, n: int,
+                     out: Path, title: str) -> dict:
+    """`validate_table` written as `out` (JSON) and its scatter plot beside it (PNG)."""
+    report = validate_table(table, lat, det, n)
+    atomic_write_text(out, json.dumps(report, indent=1) + "\n")
+    sub = report["subnets"]
+    plot(np.array([s["raw_ms"] for s in sub]), np.array([s["predicted_ms"] for s in sub]),
+         np.array([s["measured_ms"] for s in sub]), out.with_suffix(".png"), title)
+    return report
+
+
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--table", required=True, help="table CSV from latency.measure")
@@ -101,13 +112,10 @@ def main(argv: list[str] | None = None) -> int:
     det = exp.section("detector", DetectorConfig)
     table = LatencyTable.load(args.table, exp.space, det)
     check_same_device(table.meta, lat, args.table)
-    report = validate_table(table, lat, det, args.n or lat.validation_archs)
     out = Path(args.out or f"{args.table}.validation.json")
-    atomic_write_text(out, json.dumps(report, indent=1) + "\n")
-    sub = report["subnets"]
-    plot(np.array([s["raw_ms"] for s in sub]), np.array([s["predicted_ms"] for s in sub]),
-         np.array([s["measured_ms"] for s in sub]), out.with_suffix(".png"),
-         f"{exp.name} {det.input_size[0]}x{det.input_size[1]}, {lat.threads} thread(s)")
+    report = write_validation(table, lat, det, args.n or lat.validation_archs, out,
+                              f"{exp.name} {det.input_size[0]}x{det.input_size[1]}, "
+                              f"{lat.threads} thread(s)")
     print(json.dumps({k: v for k, v in report.items() if k != "subnets"}, indent=1))
     print(f"wrote {out} and {out.with_suffix('.png')}")
     return 0

@@ -7,7 +7,7 @@
 ``fastest-not-worse`` (the default) is the fastest front member whose one-shot AP is at least the
 baseline's: the user's question, "faster at AP not lower". The search estimates AP on a small val
 subset, so before the pick the front members that could be it and the baseline are re-scored on
-more images, paired (`evolution.confirm`), and the pick compares those re-scored APs.
+more images, paired (`stages.confirm`), and the pick compares those re-scored APs.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from core.config import load_yaml
 from core.io import atomic_write_csv, true_rows
 from detection.loop import TrainConfig
 from evolution.budget import parse_budget
-from evolution.confirm import ConfirmConfig, confirm_front
+from stages.confirm import ConfirmConfig, confirm_front
 from stages.run import Run
 
 
@@ -127,7 +127,7 @@ CONFIRMED = "confirmed.csv"  # the front re-scored before the pick, in the searc
 
 def confirm(run: Run) -> None:
     """Re-score the front members that could be the pick and the baseline on more images
-    (`evolution.confirm`) -> search/confirmed.csv; skipped when it exists or confirm.archs = 0."""
+    (`stages.confirm`) -> search/confirmed.csv; skipped when it exists or confirm.archs = 0."""
     exp, search = run.exp, run.search_dir
     cfg = exp.section("confirm", ConfirmConfig)
     out = run.confirmed

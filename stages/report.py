@@ -57,7 +57,7 @@ class Inputs:
     retrained: list[dict] = field(default_factory=list)  # metrics.json + "dir"
     comparison: dict | None = None  # retrain/comparison.json (stages.trust.compare_retrained)
     trust: dict | None = None  # retrain/trust.json (stages.trust.ranking_trust)
-    confirmed: pd.DataFrame | None = None  # search/confirmed.csv (evolution.confirm.confirm_front)
+    confirmed: pd.DataFrame | None = None  # search/confirmed.csv (stages.confirm.confirm_front)
     notes: list[str] = field(default_factory=list)
 
     @property

@@ -9,13 +9,9 @@ validation are not redone. The table file is locked for the whole build (one wri
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 
-import numpy as np
-
-from core.io import atomic_write_text
 from core.lock import hold_file_lock
 from detection.config import DetectorConfig
 from latency.calibrate import calibrate_table, check_same_device
@@ -24,7 +20,7 @@ from latency.keys import build_entries
 from latency.measure import measure_table, table_meta
 from latency.robust import noise_warning
 from latency.table import LatencyTable, read_meta
-from latency.validate import plot, validate_table
+from latency.validate import write_validation
 from stages.run import Run
 
 
@@ -57,12 +53,10 @@ def build_table(run: Run, *, calibrate: bool = True, validate: int = 0, force: b
         table = LatencyTable.load(run.table, exp.space, det)
         if validate and not run.validation.is_file():
             check_same_device(table.meta, lat, run.table)
-            report = validate_table(table, lat, det, validate)
-            atomic_write_text(run.validation, json.dumps(report, indent=1) + "\n")
+            report = write_validation(table, lat, det, validate, run.validation,
+                                      f"{exp.name} {det.input_size[0]}x{det.input_size[1]}, "
+                                      f"{lat.threads} thread(s)")
             sub = report["subnets"]
-            plot(np.array([s["raw_ms"] for s in sub]), np.array([s["predicted_ms"] for s in sub]),
-                 np.array([s["measured_ms"] for s in sub]), run.validation.with_suffix(".png"),
-                 f"{exp.name} {det.input_size[0]}x{det.input_size[1]}, {lat.threads} thread(s)")
             cal = report["calibrated"]
             print(f"validation on {len(sub)} subnets: MAPE {cal['mape_pct']:.2f}%, "
                   f"{cal['within_5_pct']:.0f}% within +-5% -> {run.validation}", flush=True)

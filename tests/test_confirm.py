@@ -12,7 +12,7 @@ from stages.pick import CONFIRMED, choose_pick
 from core.checkpoint import make_checkpoint
 from detection.config import DetectorConfig
 from detection.model import build_supernet_detector
-from evolution.confirm import ConfirmConfig, confirm_front, front_to_confirm
+from stages.confirm import ConfirmConfig, confirm_front, front_to_confirm
 from core.experiment import Experiment
 
 TINY = Path(__file__).resolve().parents[1] / "experiments" / "tiny.yaml"
