@@ -40,8 +40,8 @@ from supernet.net import SupernetConfig
 from core.config import load_yaml
 from core.device import flush_denormals, select_device
 from core.experiment import Experiment
-from core.checkpoint import load_checkpoint, make_checkpoint
-from core.io import atomic_torch_save, atomic_write_csv, atomic_write_text
+from core.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
+from core.io import atomic_write_csv, atomic_write_text
 from core.lock import LOCK_NAME, Lock, LockError, hold_lock
 from supernet.samplers import PathSchedule, StrictFairSampler, UniformSampler
 from core.space import Arch
@@ -246,7 +246,7 @@ def _train(exp: Experiment, out: Path, *, lock: Lock, arch: Arch | None = None,
     def save() -> None:
         if not info.is_main:
             return
-        atomic_torch_save(make_checkpoint(
+        save_checkpoint(make_checkpoint(
             "supernet" if arch is None else "standalone", space, resolved, model.state_dict(),
             arch=str(arch) if arch is not None else "",
             optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),

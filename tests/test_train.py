@@ -65,7 +65,7 @@ def test_resume_after_crash_is_bitwise_equal(tmp_path, monkeypatch):
     main(_args(tmp_path / "straight", *extra))
 
     saves = {"n": 0}
-    real_save = run.atomic_torch_save
+    real_save = run.save_checkpoint
 
     def crash_after_third_checkpoint(obj, path):
         real_save(obj, path)
@@ -73,10 +73,10 @@ def test_resume_after_crash_is_bitwise_equal(tmp_path, monkeypatch):
         if saves["n"] == 3:  # step 3 = mid-way, after the first epoch's evaluation
             raise KeyboardInterrupt("simulated crash")
 
-    monkeypatch.setattr(run, "atomic_torch_save", crash_after_third_checkpoint)
+    monkeypatch.setattr(run, "save_checkpoint", crash_after_third_checkpoint)
     with pytest.raises(KeyboardInterrupt):
         main(_args(tmp_path / "resumed", *extra))
-    monkeypatch.setattr(run, "atomic_torch_save", real_save)
+    monkeypatch.setattr(run, "save_checkpoint", real_save)
     assert load_checkpoint(tmp_path / "resumed" / "supernet.pt")["state"]["step"] < 6
     main(_args(tmp_path / "resumed", *extra, "--resume"))
 
