@@ -10,6 +10,8 @@ Per AP metric it reports, with 95% bootstrap intervals over archs:
 * the single-seed ceiling: Kendall tau between two seeds (every pair of the four, averaged);
 * the two-seed ceiling: tau between the means of two disjoint seed pairs (what averaging buys);
 * the one-shot score and MACs against one seed and against the mean of two (K archs);
+* with a second supernet (the second run's, trained with its train.seed): how well two supernets'
+  one-shot scores agree, and their mean against the two-seed stand-alone mean;
 * a Spearman-Brown projection: from the single-seed reliability r1, r_n = n r1 / (1 + (n - 1) r1)
   for a mean of n seeds, and the n for which two independent n-seed means agree at Kendall 0.85
   (tau = 2/pi asin(r) for a bivariate normal). r1 is taken from the measured single-seed Kendall
@@ -102,6 +104,21 @@ def analyse(runs: list[Path], variant: str, n_boot: int) -> dict:
             "one_shot_vs_two_seed_mean": rank_agreement(truth2, score, **boot),
             "one_shot_loss_vs_two_seed_mean": rank_agreement(truth2, loss, **boot),
         }
+    other = [r for r in runs[1:] if (r / f"oneshot_{variant}.json").is_file()]
+    if other:  # a second supernet (trained with the other run's train.seed): one-shot vs one-shot
+        shot2 = one_shot(other[0], variant)
+        both = sorted(set(shot) & set(shot2) & set(common))
+        out["one_shot_reproducibility"] = {}
+        for key in (*METRICS, "loss"):
+            a = np.array([shot[x][key] for x in both])
+            b = np.array([shot2[x][key] for x in both])
+            entry = {"supernet_vs_supernet": rank_agreement(a, b, **boot)}
+            if key != "loss":
+                truth2 = np.array([(seeds[first[0]][x][key] + seeds[first[1]][x][key]) / 2
+                                   for x in both])
+                entry["mean_of_two_supernets_vs_two_seed_mean"] = rank_agreement(
+                    truth2, (a + b) / 2, **boot)
+            out["one_shot_reproducibility"][key] = entry
     return out
 
 
@@ -123,6 +140,15 @@ def markdown(res: dict, macs_tau: dict) -> str:
                      f"{m['seeds_for_ceiling_085_from_pearson']:.1f} | {fmt(m['one_shot_vs_one_seed'])} | "
                      f"{fmt(m['one_shot_vs_two_seed_mean'])} | "
                      f"{fmt(m['one_shot_loss_vs_two_seed_mean'])} | {fmt(macs_tau[key])} |")
+    rep = res.get("one_shot_reproducibility")
+    if rep:
+        lines += ["", "One-shot scores of two supernets trained with different seeds (same variant, "
+                  "same budget):", "", "| score | supernet vs supernet | mean of both vs 2-seed "
+                  "stand-alone mean |", "|---|---|---|"]
+        for key, e in rep.items():
+            fmt = lambda d: f"{d['tau']:.2f} [{d['tau_lo']:.2f}, {d['tau_hi']:.2f}]"  # noqa: E731
+            vs = e.get("mean_of_two_supernets_vs_two_seed_mean")
+            lines.append(f"| {key} | {fmt(e['supernet_vs_supernet'])} | {fmt(vs) if vs else '-'} |")
     return "\n".join(lines) + "\n"
 
 

@@ -45,6 +45,7 @@ def test_noise_free_seeds_give_a_perfect_ceiling_and_one_seed_suffices(tmp_path)
     assert m["one_shot_vs_two_seed_mean"]["tau"] == pytest.approx(1.0)
     assert m["macs_vs_two_seed_mean"]["tau"] == pytest.approx(1.0)  # macs = rank order here
     assert m["seeds_for_ceiling_085"] == 0.0 and (tmp_path / "out" / "seeds.md").is_file()
+    assert "one_shot_reproducibility" not in res  # the second run trained no supernet
 
 
 def test_noisy_seeds_need_more_and_averaging_helps(tmp_path):
@@ -53,7 +54,7 @@ def test_noisy_seeds_need_more_and_averaging_helps(tmp_path):
     true = rng.normal(0, 1, 30)
     seeds = {s: dict(zip(archs, true + rng.normal(0, 0.8, 30))) for s in range(4)}
     _run(tmp_path / "r1", {0: seeds[0], 1: seeds[1]}, one_shot=dict(zip(archs, true)))
-    _run(tmp_path / "r2", {2: seeds[2], 3: seeds[3]}, one_shot=None)
+    _run(tmp_path / "r2", {2: seeds[2], 3: seeds[3]}, one_shot=dict(zip(archs, -true)))
     res = rs.main([str(tmp_path / "r1"), str(tmp_path / "r2"), "--variant", "v", "--n-boot", "200",
                    "--out", str(tmp_path / "out")])
     m = res["metrics"]["ap_hard"]
@@ -65,3 +66,6 @@ def test_noisy_seeds_need_more_and_averaging_helps(tmp_path):
     assert m["seeds_for_ceiling_085"] == pytest.approx(rs.seeds_needed(r1)) and m["seeds_for_ceiling_085"] > 2
     # the noise-free one-shot score agrees better with a 2-seed mean than with one seed
     assert m["one_shot_vs_two_seed_mean"]["tau"] > m["one_shot_vs_one_seed"]["tau"]
+    # a second supernet ranking the archs in reverse: supernet vs supernet tau is -1
+    rep = res["one_shot_reproducibility"]["ap_hard"]
+    assert rep["supernet_vs_supernet"]["tau"] == pytest.approx(-1.0)
