@@ -5,7 +5,8 @@
     >>> run.supernet, run.table, run.search_dir          # doctest: +SKIP
     (PosixPath('runs/tiny/supernet.pt'), PosixPath('runs/tiny/latency.csv'), PosixPath('runs/tiny/search'))
 
-Layout (the only place that names these files; stages and the report ask the run)::
+Layout (stages, the pipeline and the report ask the run for these paths; inside its own folder
+each writer names its files, e.g. the trainer's log.csv, the search's candidates.csv)::
 
     runs/<name>/config.yaml            the resolved experiment (space inlined), written by training
     runs/<name>/supernet.pt            supernet checkpoint (+ log.csv, evals.csv)
