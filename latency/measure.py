@@ -235,6 +235,21 @@ def import_results(results_path: str | Path, out: str | Path) -> pd.DataFrame:
     return frame
 
 
+def print_noise(meta: dict, lat: LatencyConfig) -> None:
+    """The build's own noise estimate (a sidecar's ``noise``), and a warning on stderr when the
+    machine was too busy for `lat.max_noise`; nothing for a build without a reference workload."""
+    noise = meta.get("noise")
+    if not noise or "reference_cv" not in noise:
+        return
+    print(f"noise estimate: reference workload {noise['reference_ms']:.4f} ms, CV "
+          f"{100 * noise['reference_cv']:.2f}% over {noise['rounds']} rounds (range "
+          f"{noise['drift_pct'][0]:+.1f}%..{noise['drift_pct'][1]:+.1f}%), "
+          f"{noise['preempted_pct']:.1f}% of runs preempted (their off-CPU time removed)", flush=True)
+    warning = noise_warning(noise, lat.max_noise)
+    if warning:
+        print(warning, file=sys.stderr)
+
+
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", help="experiment YAML (space, detector, latency sections)")
@@ -281,15 +296,7 @@ def _run(args: argparse.Namespace) -> int:
     print(f"{args.out}: {len(frame)} entries ({(frame['kind'] == 'block').sum()} blocks), "
           f"this run {time.perf_counter() - start:.1f} s, total build {meta['build_seconds']:.1f} s, "
           f"cv median {meta['cv']['median']:.3f} p90 {meta['cv']['p90']:.3f} max {meta['cv']['max']:.3f}")
-    noise = meta.get("noise")
-    if noise and "reference_cv" in noise:
-        print(f"noise estimate: reference workload {noise['reference_ms']:.4f} ms, CV "
-              f"{100 * noise['reference_cv']:.2f}% over {noise['rounds']} rounds (range "
-              f"{noise['drift_pct'][0]:+.1f}%..{noise['drift_pct'][1]:+.1f}%), "
-              f"{noise['preempted_pct']:.1f}% of runs preempted (their off-CPU time removed)")
-        warning = noise_warning(noise, lat.max_noise)
-        if warning:
-            print(warning, file=sys.stderr)
+    print_noise(meta, lat)
     if args.calibrate:
         from latency.calibrate import calibrate_table
 

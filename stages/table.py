@@ -9,7 +9,6 @@ validation are not redone. The table file is locked for the whole build (one wri
 
 from __future__ import annotations
 
-import sys
 import time
 
 from core.lock import hold_file_lock
@@ -17,8 +16,7 @@ from detection.config import DetectorConfig
 from latency.calibrate import calibrate_table, check_same_device
 from latency.config import LatencyConfig
 from latency.keys import build_entries
-from latency.measure import measure_table, table_meta
-from latency.robust import noise_warning
+from latency.measure import measure_table, print_noise, table_meta
 from latency.table import LatencyTable, read_meta
 from latency.validate import write_validation
 from stages.run import Run
@@ -39,13 +37,7 @@ def build_table(run: Run, *, calibrate: bool = True, validate: int = 0, force: b
         meta = read_meta(run.table)
         print(f"{run.table}: {len(frame)} entries, this run {time.perf_counter() - start:.1f} s, "
               f"total build {meta['build_seconds']:.1f} s", flush=True)
-        noise = meta.get("noise")
-        if noise and "reference_cv" in noise:
-            print(f"noise estimate: reference workload CV {100 * noise['reference_cv']:.2f}% over "
-                  f"{noise['rounds']} rounds", flush=True)
-            warning = noise_warning(noise, lat.max_noise)
-            if warning:
-                print(warning, file=sys.stderr)
+        print_noise(meta, lat)
         if calibrate and not meta.get("calibration", {}).get("fitted"):
             record = calibrate_table(run.table, exp, lat, det, lat.calibration_archs)
             print(f"calibration: measured ~ {record['a']:.3f} x raw + {record['b']:.3f} ms "
