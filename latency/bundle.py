@@ -58,7 +58,7 @@ def write_bundle(exp: Experiment, overrides: list[str], lat: LatencyConfig, det:
     returns the manifest (also written to out/manifest.json)."""
     out, space = Path(out), exp.space
     meta = table_meta(exp, overrides, lat, det)
-    all_entries = build_entries(space, det)
+    all_entries = build_entries(space, det, lat.context)
     entries = all_entries if entries is None else list(entries)
     size = tuple(det.input_size)
     archs = []
@@ -68,22 +68,23 @@ def write_bundle(exp: Experiment, overrides: list[str], lat: LatencyConfig, det:
 
         archs = spread_archs(space, macs, subnets, lat.seed, lat.pool_size)
         have = {e.key for e in entries}  # a partial bundle still needs every part of its subnets
-        needed = {k for a in archs for k, _ in arch_terms(space, a, det)} - have
+        needed = {k for a in archs for k, _ in arch_terms(space, a, det, lat.context)} - have
         entries += [e for e in all_entries if e.key in needed]
     table = {k: meta[k] for k in ("config", "overrides", "space_source", "fingerprint",
                                   "input_size", "detector")}
-    table.update(settings={"opset": lat.opset}, n_entries=len(entries))
+    table.update(settings={"opset": lat.opset, **({"context": True} if lat.context else {})},
+                 n_entries=len(entries))
     rows = []
     for i, entry in enumerate(tqdm(entries, desc="exporting", unit="entry", disable=not progress)):
         file = f"onnx/{i:05d}.onnx"
-        atomic_write_bytes(out / file, export_entry(entry, det, lat.opset))
+        atomic_write_bytes(out / file, export_entry(entry, det, lat.opset, lat.context))
         rows.append({**entry.row(), "file": file, "inputs": [list(s) for s in entry.inputs]})
     for j, arch in enumerate(archs):
         file = f"onnx/subnet_{j:03d}.onnx"
         atomic_write_bytes(out / file, onnx_bytes(build_detector(space, arch, det), ((1, 3, *size),),
                                                    lat.opset))
         rows.append({"key": f"subnet:{arch}", "kind": "subnet", "arch": str(arch),
-                     "parts": arch_terms(space, arch, det), "file": file, "inputs": [[1, 3, *size]]})
+                     "parts": arch_terms(space, arch, det, lat.context), "file": file, "inputs": [[1, 3, *size]]})
     manifest = {"format": BUNDLE_FORMAT, "table": table,
                 "settings": {"warmup": lat.warmup, "repeats": lat.repeats, "passes": lat.passes,
                              "clock": lat.clock, "method": lat.method, "quantile": lat.quantile,

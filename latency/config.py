@@ -28,6 +28,10 @@ class LatencyConfig:
     # against a reference workload (latency.robust explains why). "sequential": the old method, one
     # entry at a time (warmup, then repeats), median; kept to compare against
     method: str = "interleaved"
+    # time every entry after a depthwise 1x1 conv producing its inputs, minus that conv alone: the
+    # entry as the network runs it (latency.keys says why, with figures); false: each alone, with
+    # the layout-reorder correction (tables built before this setting)
+    context: bool = True
     quantile: float = 0.2  # interleaved: the table's figure is this quantile of an entry's runs
     max_noise: float = 0.02  # interleaved: warn when the reference workload's CV exceeds this
     flush_every: int = 20  # rewrite the CSV after this many new entries (a kill loses at most this)

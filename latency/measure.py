@@ -51,6 +51,8 @@ def settings(cfg: LatencyConfig) -> dict:
            "passes": cfg.passes, "opset": cfg.opset, "provider": cfg.provider, "clock": cfg.clock}
     if cfg.method != "sequential":  # a sequential table has the settings tables always had
         out.update(method=cfg.method, quantile=cfg.quantile, rounds=cfg.rounds)
+    if cfg.context:  # absent: entries timed alone (every table before the setting)
+        out["context"] = True
     return out
 
 
@@ -66,14 +68,14 @@ def table_meta(exp: Experiment, overrides: list[str], lat: LatencyConfig,
 
 def measure_entry(entry: Entry, det: DetectorConfig, lat: LatencyConfig) -> dict:
     """Export one entry and time it: {median_ms, p90_ms, cv, pass_cv, ...}."""
-    return measure_optional(entry.kind, export_entry(entry, det, lat.opset), lat.threads,
+    return measure_optional(entry.kind, export_entry(entry, det, lat.opset, lat.context), lat.threads,
                             lat.warmup, lat.repeats, lat.passes, lat.provider, lat.clock)
 
 
 def open_entry(entry: Entry, det: DetectorConfig, lat: LatencyConfig) -> Runner | None:
     """Export one entry and open its timing session; None for a layout reorder this build cannot
     run (no NCHWc ops, e.g. ARM: it times as 0, see `measure_optional`)."""
-    model = export_entry(entry, det, lat.opset)
+    model = export_entry(entry, det, lat.opset, lat.context)
     try:
         return open_session(model, lat)
     except Exception:  # onnxruntime raises its own Fail/NotImplemented types
@@ -120,6 +122,12 @@ def measure_table(entries: list[Entry], out: str | Path, meta: dict, det: Detect
     groups of entries are opened with `open_entry` and timed in interleaved rounds.
     """
     out = Path(out)
+    context = bool(meta.get("settings", {}).get("context"))
+    wrong = "reorder" if context else "context"
+    if any(e.kind == wrong for e in entries):
+        raise ValueError(f"entries with {wrong} rows for a table timed "
+                         f"{'in context' if context else 'in isolation'}: build them with "
+                         f"build_entries(space, cfg, context={context})")
     rows: list[dict] = []
     build_seconds = 0.0
     if out.is_file() and not force:
@@ -286,7 +294,7 @@ def _run(args: argparse.Namespace) -> int:
     exp = Experiment.from_yaml(args.config, args.set)
     lat = exp.section("latency", LatencyConfig)
     det = exp.section("detector", DetectorConfig)
-    entries = build_entries(exp.space, det)
+    entries = build_entries(exp.space, det, lat.context)
     meta = table_meta(exp, args.set, lat, det)
     start = time.perf_counter()
     frame = measure_table(entries, args.out, meta, det, lat, args.force,

@@ -29,7 +29,7 @@ from scipy.optimize import nnls
 
 FEATURES = ("pw_macs", "dense_macs", "dw_macs", "dw_macs_k", "elements", "se_elements",
             "reorder_elements", "ops")
-MODELLED_KINDS = ("block", "lateral", "reorder")
+MODELLED_KINDS = ("block", "lateral", "reorder", "context")
 
 
 def _col(frame: pd.DataFrame, name: str) -> np.ndarray:
@@ -48,18 +48,19 @@ def features(frame: pd.DataFrame) -> np.ndarray:
     hw_out = ((h - 1) // stride + 1) * ((w - 1) // stride + 1)
     is_ir, is_dw = op == "ir", op == "dw"
     is_conv, is_lat, is_re = (kind == "block") & (op == "conv"), kind == "lateral", kind == "reorder"
+    is_ctx = kind == "context"  # a depthwise 1x1 conv (per input; the first input's shape)
     mid = np.where(is_ir, c_in * expand, c_in)
     expands = is_ir & (expand != 1)
     pw = (np.where(expands, c_in * mid * hw_in, 0) + np.where(is_ir | is_dw, mid * c_out * hw_out, 0)
           + np.where(is_lat, c_in * c_out * hw_in, 0))
     dense = np.where(is_conv, k * k * c_in * c_out * hw_out, 0)
-    dw = np.where(is_ir | is_dw, k * k * mid * hw_out, 0)
+    dw = np.where(is_ir | is_dw, k * k * mid * hw_out, 0) + np.where(is_ctx, c_in * hw_in, 0)
     elements = np.where(is_re, 0, c_in * hw_in + c_out * hw_out
                         + np.where(is_ir | is_dw, mid * hw_out, 0) + np.where(expands, mid * hw_in, 0))
     se_el = np.where((se > 0) & (is_ir | is_dw), mid * hw_out, 0)
     reorder = np.where(is_re, c_in * hw_in, 0)
     ops = (np.where(is_conv | is_lat, 1, 0) + np.where(is_dw, 2, 0)
-           + np.where(is_ir, 2 + expands, 0) + np.where(se > 0, 3, 0) + np.where(is_re, 2, 0))
+           + np.where(is_ir, 2 + expands, 0) + np.where(se > 0, 3, 0) + np.where(is_re | is_ctx, 2, 0))
     cols = [pw, dense, dw, dw * k, elements, se_el, reorder]
     return np.stack([c / 1e6 for c in cols] + [ops, np.ones_like(pw)], axis=1)
 

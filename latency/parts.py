@@ -15,7 +15,7 @@ from torch import nn
 from detection.config import DetectorConfig
 from detection.neck import FPNHead
 from latency.export import onnx_bytes
-from latency.keys import Entry
+from latency.keys import Entry, in_context
 from supernet.blocks import ConvBNAct, build_block
 from core.space import Block, LayerKey
 
@@ -41,6 +41,23 @@ def build_module(entry: Entry, cfg: DetectorConfig) -> nn.Module:
     if entry.kind == "head":
         return _Head(FPNHead(entry.c_in, len(entry.inputs), cfg.n_anchors))
     raise ValueError(f"unknown entry kind {entry.kind!r} for {entry.key}")
+
+
+class _InContext(nn.Module):
+    """`inner` (or nothing) after a depthwise 1x1 conv per input: the producer an entry in context
+    is timed after (`latency.keys`: the input arrives from a conv, in the layout the runtime picks,
+    as inside the network; a depthwise 1x1 is the cheapest conv that does it)."""
+
+    def __init__(self, inputs: tuple[tuple[int, ...], ...], inner: nn.Module | None = None):
+        super().__init__()
+        self.pre = nn.ModuleList(nn.Conv2d(s[1], s[1], 1, groups=s[1], bias=False) for s in inputs)
+        self.inner = inner
+
+    def forward(self, *xs: torch.Tensor):
+        ys = [pre(x) for pre, x in zip(self.pre, xs)]
+        if self.inner is not None:
+            return self.inner(*ys)
+        return tuple(ys) if len(ys) > 1 else ys[0]
 
 
 def reorder_onnx(channels: int, height: int, width: int) -> bytes:
@@ -92,8 +109,14 @@ def empty_onnx() -> bytes:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
 
 
-def export_entry(entry: Entry, cfg: DetectorConfig, opset: int = 17) -> bytes:
-    """The ONNX model timed for one table entry."""
+def export_entry(entry: Entry, cfg: DetectorConfig, opset: int = 17, context: bool = False) -> bytes:
+    """The ONNX model timed for one table entry; `context`: a table timed in context, where every
+    entry that does not take the image runs after its context (`latency.keys`)."""
     if entry.kind == "reorder":
         return reorder_onnx(entry.c_in, entry.height, entry.width)
-    return onnx_bytes(build_module(entry, cfg), entry.inputs, opset)
+    if entry.kind == "context":
+        return onnx_bytes(_InContext(entry.inputs), entry.inputs, opset)
+    module = build_module(entry, cfg)
+    if in_context(entry, cfg, context):
+        module = _InContext(entry.inputs, module)
+    return onnx_bytes(module, entry.inputs, opset)

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from detection.config import DetectorConfig
-from latency.keys import COLUMNS, arch_entries, arch_terms, reorder_entry
+from latency.keys import COLUMNS, arch_term_entries, arch_terms
 from core.experiment import Experiment
 from core.io import atomic_write_csv, atomic_write_text
 from core.space import Arch, SearchSpace
@@ -175,6 +175,8 @@ class LatencyTable:
         self._median = frame["median_ms"].to_numpy(dtype=np.float64)
         # onnxruntime's fixed cost per call: paid by every entry timed alone, once by a network
         self.overhead_ms = float(meta.get("overhead_ms", 0.0) or 0.0)
+        # entries timed after their context (latency.keys); absent in tables built before
+        self.context = bool((meta.get("settings") or {}).get("context", False))
         self._work = self._without_overhead(self._median)
         self._arch_ids: dict[Arch, tuple[np.ndarray, np.ndarray]] = {}
         self._model = None
@@ -207,8 +209,9 @@ class LatencyTable:
     # -- lookup ---------------------------------------------------------------------------------
     def terms(self, arch: Arch) -> list[tuple[str, float]]:
         """(key, weight) pairs `arch` adds up: its blocks, a lateral per tap and the head (weight
-        1), minus half a layout reorder at each of their boundaries (`latency.keys.arch_terms`)."""
-        return arch_terms(self.space, arch, self.cfg)
+        1), minus each one's context, or half a layout reorder at each of their boundaries in a
+        table timed in isolation (`latency.keys.arch_terms`)."""
+        return arch_terms(self.space, arch, self.cfg, self.context)
 
     def ids(self, arch: Arch) -> tuple[np.ndarray, np.ndarray]:
         """(row indices, weights) of `arch`'s terms (cached); KeyError naming a missing key."""
@@ -236,9 +239,7 @@ class LatencyTable:
                            "re-run facenas latency measure to complete it (strict: no model)")
         from latency.model import LatencyModel
 
-        entries = {e.key: e for e in arch_entries(self.space, arch, self.cfg)}
-        entries.update({r.key: r for e in list(entries.values())
-                        for r in (reorder_entry(*s) for s in e.boundaries())})
+        entries = {e.key: e for e, _ in arch_term_entries(self.space, arch, self.cfg, self.context)}
         if any(entries[k].kind == "head" for k in keys):
             raise KeyError(f"latency table {self.source} has no entry "
                            f"{next(k for k in keys if entries[k].kind == 'head')!r} (needed by "

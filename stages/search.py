@@ -61,7 +61,7 @@ def search(run: Run, budget: str | None = None, *, supernet: Path | None = None,
         torch.set_num_threads(threads)
     lut = LatencyTable.load(table_path, exp.space, det, strict=strict)
     if strict:  # refuse before any search work, naming what is missing
-        missing = lut.missing(e.key for e in build_entries(exp.space, det))
+        missing = lut.missing(e.key for e in build_entries(exp.space, det, lut.context))
         if missing:
             raise ValueError(f"--strict: latency table {table_path} lacks {len(missing)} entries of "
                              f"this space (first: {missing[0]}); complete it with facenas latency "

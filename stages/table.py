@@ -31,7 +31,7 @@ def build_table(run: Run, *, calibrate: bool = True, validate: int = 0, force: b
     run.root.mkdir(parents=True, exist_ok=True)
     with hold_file_lock(run.table):  # one writer per table and sidecar
         start = time.perf_counter()
-        frame = measure_table(build_entries(exp.space, det), run.table,
+        frame = measure_table(build_entries(exp.space, det, lat.context), run.table,
                               table_meta(exp, list(run.overrides), lat, det), det, lat, force,
                               progress=progress)
         meta = read_meta(run.table)

@@ -198,7 +198,7 @@ def _fake_timing(entry, det, lat) -> dict:
 def _fake_table(out: Path, overrides: list[str]) -> Path:
     exp = Experiment.from_yaml(TINY, overrides)
     det, lat = exp.section("detector", DetectorConfig), LatencyConfig()
-    measure_table(build_entries(exp.space, det), out, table_meta(exp, overrides, lat, det), det, lat,
+    measure_table(build_entries(exp.space, det, lat.context), out, table_meta(exp, overrides, lat, det), det, lat,
                   measure=_fake_timing, progress=False)
     return out
 

@@ -265,7 +265,7 @@ def killed_table(tmp_path_factory) -> dict:
 def test_latency_measure_survives_sigkill(killed_table):
     out = killed_table["out"]
     exp = Experiment.from_yaml(TINY)
-    keys = [e.key for e in build_entries(exp.space, exp.section("detector", DetectorConfig))]
+    keys = [e.key for e in build_entries(exp.space, exp.section("detector", DetectorConfig), context=True)]
     final = pd.read_csv(out)
     assert list(final["key"]) == keys  # every entry, each once, in table order
     meta = json.loads(Path(f"{out}.json").read_text())

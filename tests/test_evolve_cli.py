@@ -35,7 +35,7 @@ def tiny_run(tmp_path_factory) -> Path:
                 "config": yaml.safe_dump(exp.resolved(), sort_keys=False)},
                run / "supernet.pt")
     lat = LatencyConfig(flush_every=1000)
-    measure_table(build_entries(exp.space, det), run / "latency.csv", table_meta(exp, [], lat, det),
+    measure_table(build_entries(exp.space, det, lat.context), run / "latency.csv", table_meta(exp, [], lat, det),
                   det, lat, progress=False,
                   measure=lambda e, d, la: {"median_ms": 0.01 + 1e-9 * len(e.key), "p90_ms": 0.0,
                                             "cv": 0.0, "pass_cv": float("nan")})

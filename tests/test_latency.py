@@ -22,8 +22,9 @@ from latency import device_bench
 from latency.bundle import write_bundle
 from latency.calibrate import calibrate_table, spread_archs
 from latency.config import LatencyConfig
-from latency.keys import build_entries, head_key, lateral_key, reorder_key
+from latency.keys import build_entries, context_key, head_key, lateral_key, reorder_key
 from latency.measure import import_results, main as measure_main, measure_entry, measure_table, table_meta
+from latency.parts import export_entry
 from latency.export import onnx_bytes
 from latency.table import LatencyTable, fit_affine, read_meta, write_meta
 from latency.validate import validate_table
@@ -47,7 +48,13 @@ def det(exp) -> DetectorConfig:
 
 @pytest.fixture(scope="module")
 def lat() -> LatencyConfig:
-    return LatencyConfig(warmup=1, repeats=5, flush_every=3, calibration_archs=3)
+    """Entries timed alone (the layout-reorder scheme); `lat_ctx`: in context (the default)."""
+    return LatencyConfig(warmup=1, repeats=5, flush_every=3, calibration_archs=3, context=False)
+
+
+@pytest.fixture(scope="module")
+def lat_ctx(lat) -> LatencyConfig:
+    return dataclasses.replace(lat, context=True)
 
 
 def _fake(entry, det, lat) -> dict:
@@ -61,6 +68,14 @@ def fake_table(tmp_path_factory, exp, det, lat) -> Path:
     out = tmp_path_factory.mktemp("lut") / "tiny.csv"
     measure_table(build_entries(exp.space, det), out, table_meta(exp, [], lat, det), det, lat,
                   measure=_fake, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def fake_ctx_table(tmp_path_factory, exp, det, lat_ctx) -> Path:
+    out = tmp_path_factory.mktemp("lut") / "tiny_ctx.csv"
+    measure_table(build_entries(exp.space, det, context=True), out,
+                  table_meta(exp, [], lat_ctx, det), det, lat_ctx, measure=_fake, progress=False)
     return out
 
 
@@ -129,6 +144,79 @@ def test_raw_is_the_hand_sum_and_predict_many_matches(fake_table, exp, det):
     assert table.predict_many([]).shape == (0,)
 
 
+def test_context_table_has_one_context_per_input_shape_and_no_reorders(fake_ctx_table, exp, det):
+    frame = pd.read_csv(fake_ctx_table)
+    assert not (frame.kind == "reorder").any()
+    entries = build_entries(exp.space, det, context=True)
+    measured = [e for e in entries if e.kind in ("block", "lateral", "head")]
+    stem = [e for e in measured if e.c_in == 3]
+    assert len(stem) == 1 and stem[0].inputs == ((1, 3, *SIZE),)  # the image: no context
+    expected = {context_key(e.inputs) for e in measured if e is not stem[0]}
+    assert set(frame.loc[frame.kind == "context", "key"]) == expected
+    assert "context:16x8x8+16x4x4+16x2x2" in expected  # the head's three lateral outputs
+    assert "context:8x32x32" in expected  # what the stem hands the first block
+    assert len(frame) == len(measured) + len(expected)
+    assert read_meta(fake_ctx_table)["settings"]["context"] is True
+
+
+def test_context_raw_is_each_entry_minus_its_context(fake_ctx_table, exp, det):
+    space = exp.space
+    table = LatencyTable.load(fake_ctx_table, space, det)
+    assert table.context
+    median = dict(zip(table.frame.key, table.frame.median_ms))
+    c, sizes = det.neck_channels, [(8, 8), (4, 4), (2, 2)]
+
+    def in_context(key, *inputs):  # the entry as the network runs it
+        return median[key] - median[context_key(tuple((1, *s) for s in inputs))]
+
+    for arch in _archs(space, 5):
+        layers = space.layers(arch, SIZE)
+        total = median[str(layers[0])]  # the stem takes the image
+        total += sum(in_context(str(k), (k.c_in, k.height, k.width)) for k in layers[1:])
+        for t, (h, w) in zip(space.tap_blocks(arch, det.feature_strides), sizes):
+            c_in = arch.blocks[t].channels
+            total += in_context(lateral_key(c_in, c, (h, w)), (c_in, h, w))
+        total += in_context(head_key(c, det.n_anchors, sizes), *[(c, h, w) for h, w in sizes])
+        assert table.raw(arch) == pytest.approx(total, rel=1e-12)
+    # the per-call overhead cancels within each pair: only the stem pays it, and the arch once
+    meta = read_meta(fake_ctx_table)
+    with_overhead = LatencyTable(table.frame, {**meta, "overhead_ms": 1e-4}, space, det)
+    archs = _archs(space, 20, seed=3)
+    np.testing.assert_allclose(with_overhead.raw_many(archs), table.raw_many(archs), rtol=1e-12)
+
+
+def test_measure_table_refuses_entries_of_the_other_scheme(exp, det, lat, lat_ctx, tmp_path):
+    with pytest.raises(ValueError, match="context=True"):
+        measure_table(build_entries(exp.space, det), tmp_path / "a.csv",
+                      table_meta(exp, [], lat_ctx, det), det, lat_ctx, measure=_fake, progress=False)
+    with pytest.raises(ValueError, match="context=False"):
+        measure_table(build_entries(exp.space, det, context=True), tmp_path / "b.csv",
+                      table_meta(exp, [], lat, det), det, lat, measure=_fake, progress=False)
+    assert not (tmp_path / "a.csv").exists() and not (tmp_path / "b.csv").exists()
+
+
+def test_entries_in_context_run_after_a_depthwise_producer(exp, det, lat_ctx):
+    import onnx
+
+    entries = build_entries(exp.space, det, context=True)
+    block = next(e for e in entries if e.kind == "block" and e.op == "ir" and e.kernel == 7
+                 and e.se > 0 and e.c_in != 3)
+    alone = onnx.load_from_string(export_entry(block, det, context=False))
+    inside = onnx.load_from_string(export_entry(block, det, context=True))
+    convs = [n for n in inside.graph.node if n.op_type == "Conv"]
+    assert len(convs) == sum(n.op_type == "Conv" for n in alone.graph.node) + 1
+    first = convs[0]
+    assert first.input[0] == "x0"  # the producer reads the input, the block reads the producer
+    assert {a.name: onnx.helper.get_attribute_value(a) for a in first.attribute}["group"] == block.c_in
+    stem = next(e for e in entries if e.c_in == 3)  # the image needs no producer
+    ops = [[n.op_type for n in onnx.load_from_string(export_entry(stem, det, context=c)).graph.node]
+           for c in (True, False)]
+    assert ops[0] == ops[1]
+    context = next(e for e in entries if e.key == context_key(block.inputs))
+    t_block, t_context = (measure_entry(e, det, lat_ctx)["median_ms"] for e in (block, context))
+    assert 0 < t_context < t_block  # an SE inverted residual, k7, does more than a 1x1 depthwise
+
+
 @pytest.mark.slow
 def test_predict_many_on_10k_archs_equals_predict(fake_table, exp, det):
     # the vectorised path the search uses (its speed: experiments/, not a timed test)
@@ -166,7 +254,7 @@ def test_table_from_another_space_or_input_size_is_a_clear_error(fake_table, exp
 
 def test_resume_keeps_measured_entries(exp, det, tmp_path):
     lat = LatencyConfig(flush_every=4)
-    entries = build_entries(exp.space, det)
+    entries = build_entries(exp.space, det, lat.context)
     out, meta = tmp_path / "r.csv", table_meta(exp, [], lat, det)
     calls = []
 
@@ -276,13 +364,15 @@ def test_calibrate_and_validate_end_to_end(fake_table, exp, det, lat, tmp_path):
 
 
 def _mini_bundle(exp, det, lat, out: Path, subnets: int = 0) -> dict:
-    entries = build_entries(exp.space, det)
+    entries = build_entries(exp.space, det, lat.context)
     picked = entries[:4] + [e for e in entries if e.kind != "block"]
     return write_bundle(exp, [], lat, det, out, subnets=subnets, entries=picked, progress=False)
 
 
 @pytest.mark.slow
-def test_device_results_import_reproduces_the_table(exp, det, lat, tmp_path):
+@pytest.mark.parametrize("context", [False, True])
+def test_device_results_import_reproduces_the_table(exp, det, lat, tmp_path, context):
+    lat = dataclasses.replace(lat, context=context)
     manifest = _mini_bundle(exp, det, lat, tmp_path / "bundle", subnets=2)
     results_path = tmp_path / "results.json"
     results = device_bench.run_bundle(tmp_path / "bundle/manifest.json", results_path, threads=1,
@@ -305,7 +395,8 @@ def test_device_results_import_reproduces_the_table(exp, det, lat, tmp_path):
     ov = results["overhead_ms"]
     assert ov > 0 and table.meta["overhead_ms"] == ov and table.overhead_ms == ov
     assert table.meta["noise"]["rounds"] == results["noise"]["rounds"] >= 5
-    assert table.meta["settings"]["method"] == "interleaved"
+    assert table.meta["settings"]["method"] == "interleaved" and table.context == context
+    assert any(e["kind"] == ("context" if context else "reorder") for e in rows)
     raw = [sum(w * (max(timed[k] - ov, 0) if timed[k] > 0 else 0) for k, w in s["parts"]) + ov
            for s in subnets]
     assert (cal["a"], cal["b"]) == pytest.approx(fit_affine(raw, [s["median_ms"] for s in subnets]))
@@ -393,4 +484,4 @@ def test_measure_cli_writes_table_and_sidecar(exp, monkeypatch, tmp_path):
     det96 = Experiment.from_yaml(ROOT / "experiments/tiny.yaml", sets).section("detector",
                                                                                DetectorConfig)
     table = LatencyTable.load(out, exp.space, det96)
-    assert len(table) == len(build_entries(exp.space, det96))
+    assert table.context and len(table) == len(build_entries(exp.space, det96, context=True))

@@ -40,7 +40,7 @@ def setup(tmp_path_factory):
     det = exp.section("detector", DetectorConfig)
     lat = LatencyConfig(flush_every=1000)
     path = tmp_path_factory.mktemp("model") / "t.csv"
-    measure_table(build_entries(exp.space, det), path, table_meta(exp, [], lat, det), det, lat,
+    measure_table(build_entries(exp.space, det, lat.context), path, table_meta(exp, [], lat, det), det, lat,
                   measure=lambda e, d, la: {"median_ms": synthetic_ms(e), "p90_ms": 0.0, "cv": 0.0,
                                             "pass_cv": float("nan")}, progress=False)
     return exp, det, path

@@ -41,7 +41,7 @@ def tables(tmp_path_factory):
     out = {}
     for name, slow in (("slow5", 5), ("plain", None)):
         path = tmp_path_factory.mktemp(name) / "t.csv"
-        measure_table(build_entries(exp.space, det), path, table_meta(exp, [], lat, det), det, lat,
+        measure_table(build_entries(exp.space, det, lat.context), path, table_meta(exp, [], lat, det), det, lat,
                       measure=_device(slow), progress=False)
         out[name] = path
     return exp, det, out

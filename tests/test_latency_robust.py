@@ -107,7 +107,7 @@ def test_interleaved_table_build_times_every_entry(monkeypatch, tmp_path):
     exp = Experiment.from_yaml(ROOT / "experiments/tiny.yaml")
     det = exp.section("detector", DetectorConfig)
     lat = LatencyConfig(warmup=2, repeats=6, rounds=3, flush_every=50)
-    entries = build_entries(exp.space, det)
+    entries = build_entries(exp.space, det, lat.context)
     clock, opened = Clock(), []
 
     def fake_entry(entry, det, lat):
