@@ -40,7 +40,6 @@ class EvalConfig:
     eval_images: int = 100  # fixed val subset (the first N val images)
     bn_batches: int = 4  # batches of `batch_size` training images at the evaluation resolution
     batch_size: int = 16
-    seed: int = 0
     loss: bool = True  # also score the held-out detection loss (key "loss", lower is better)
 
 

@@ -288,8 +288,8 @@ def one_shot(exp: Experiment, archs: list[Arch], folder: Path, path: Path, cfg: 
         ckpt = folder / "supernet.pt"
         evaluator = SupernetEvaluator.from_checkpoint(
             load_checkpoint(ckpt), exp, EvalConfig(eval_images=cfg.eval_images,
-                                                   bn_batches=cfg.bn_batches, batch_size=16,
-                                                   seed=cfg.seed), source=str(ckpt))
+                                                   bn_batches=cfg.bn_batches, batch_size=16),
+            source=str(ckpt))
         for arch in tqdm(todo, desc=f"one-shot {folder.name}", unit="arch"):
             result = evaluator.evaluate_one(arch)
             scores[str(arch)] = {**result, "loss": float(result.get("loss", float("nan")))}

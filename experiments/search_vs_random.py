@@ -67,7 +67,7 @@ def make_supernet(args) -> Task:
     table = LatencyTable.load(args.latency_table or run_dir / "latency.csv", exp.space, det)
     evaluator = SupernetEvaluator.from_checkpoint(
         load_checkpoint(Path(args.supernet or run_dir / "supernet.pt")), exp,
-        EvalConfig(config.eval_images, config.bn_batches, config.eval_batch_size, config.seed))
+        EvalConfig(config.eval_images, config.bn_batches, config.eval_batch_size))
     objectives = ArchObjectives(exp.space, evaluator, table.predict_many, config, budget,
                                 det.input_size)
     return Task(exp.space.choices, objectives, objectives.n_obj, objectives.n_constr,

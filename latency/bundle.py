@@ -88,7 +88,7 @@ def write_bundle(exp: Experiment, overrides: list[str], lat: LatencyConfig, det:
     manifest = {"format": BUNDLE_FORMAT, "table": table,
                 "settings": {"warmup": lat.warmup, "repeats": lat.repeats, "passes": lat.passes,
                              "clock": lat.clock, "method": lat.method, "quantile": lat.quantile,
-                             "rounds": lat.rounds},
+                             "rounds": lat.rounds, **({"pin": True} if lat.pin else {})},
                 "entries": rows}
     atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=1) + "\n")
     atomic_write_bytes(out / "device_bench.py", Path(device_bench.__file__).read_bytes())

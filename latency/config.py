@@ -32,6 +32,7 @@ class LatencyConfig:
     # entry as the network runs it (latency.keys says why, with figures); false: each alone, with
     # the layout-reorder correction (tables built before this setting)
     context: bool = True
+    pin: bool = False  # interleaved: bind the timing process to one CPU while timing (Linux)
     quantile: float = 0.2  # interleaved: the table's figure is this quantile of an entry's runs
     max_noise: float = 0.02  # interleaved: warn when the reference workload's CV exceeds this
     flush_every: int = 20  # rewrite the CSV after this many new entries (a kill loses at most this)

@@ -257,7 +257,7 @@ def _run_interleaved(bundle: Path, todo: list[dict], results: dict, threads: int
         return
     build = InterleavedBuild(runner("reference.onnx"), runner("empty.onnx"), settings.get("rounds", 5),
                              settings["warmup"], settings["repeats"], settings.get("quantile", 0.2),
-                             results.get("noise"))
+                             results.get("noise"), pin=settings.get("pin", False))
     start = time.perf_counter()
     for first in range(0, len(todo), flush_every):
         group = todo[first:first + flush_every]

@@ -51,6 +51,8 @@ def settings(cfg: LatencyConfig) -> dict:
            "passes": cfg.passes, "opset": cfg.opset, "provider": cfg.provider, "clock": cfg.clock}
     if cfg.method != "sequential":  # a sequential table has the settings tables always had
         out.update(method=cfg.method, quantile=cfg.quantile, rounds=cfg.rounds)
+        if cfg.pin:
+            out["pin"] = True
     if cfg.context:  # absent: entries timed alone (every table before the setting)
         out["context"] = True
     return out
@@ -193,7 +195,8 @@ def _measure_interleaved(todo: list[Entry], rows: list[dict], meta: dict, det: D
     if not todo:
         return
     build = InterleavedBuild(open_session(reference_onnx(), lat), open_session(empty_onnx(), lat),
-                             lat.rounds, lat.warmup, lat.repeats, lat.quantile, meta.get("noise"))
+                             lat.rounds, lat.warmup, lat.repeats, lat.quantile, meta.get("noise"),
+                             pin=lat.pin)
     for start in range(0, len(todo), lat.flush_every):
         group = todo[start:start + lat.flush_every]
         stats = build.time_group([open_entry(e, det, lat) for e in group], seed=len(rows))

@@ -44,8 +44,10 @@ whole table.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -89,6 +91,24 @@ class Runner:
         return out
 
 
+@contextlib.contextmanager
+def pinned(enabled: bool = True) -> Iterator[int | None]:
+    """Run the block with this process bound to one CPU (the last it may use), then restore its
+    CPU set; yields that CPU, or None where the OS has no affinity call (macOS, Windows) or the
+    process may use one CPU only. One-thread onnxruntime sessions run on the calling thread, so
+    this keeps every timed run on one core and its caches (module docstring)."""
+    allowed = os.sched_getaffinity(0) if enabled and hasattr(os, "sched_setaffinity") else set()
+    if len(allowed) < 2:
+        yield None
+        return
+    cpu = max(allowed)
+    os.sched_setaffinity(0, {cpu})
+    try:
+        yield cpu
+    finally:
+        os.sched_setaffinity(0, allowed)
+
+
 def drift_factors(reference_ms: Sequence[float], base_ms: float,
                   deadband: float = DEADBAND) -> np.ndarray:
     """Per-round slowdown reference / base; 1 where within +-deadband (the reference's own noise)."""
@@ -100,7 +120,7 @@ def time_interleaved(runners: Sequence[Callable[[int], np.ndarray] | None], roun
                      warmup: int, repeats: int, quantile: float = 0.2,
                      reference: Callable[[int], np.ndarray] | None = None, ref_repeats: int = 7,
                      base_ms: float | None = None, deadband: float = DEADBAND,
-                     seed: int = 0) -> tuple[list[dict], dict]:
+                     seed: int = 0, pin: bool = False) -> tuple[list[dict], dict]:
     """Time every runner in `rounds` rounds (fresh random order each), `ceil(repeats / rounds)`
     runs per round after `ceil(warmup / rounds)` untimed ones; a None runner times as 0.
 
@@ -108,21 +128,22 @@ def time_interleaved(runners: Sequence[Callable[[int], np.ndarray] | None], roun
     `base_ms` (default: the median over these rounds) by more than `deadband` are divided by that
     ratio. Returns per runner {median_ms: the `quantile` of its corrected runs, p90_ms, cv (std /
     mean of the runs), pass_cv (std / mean of the per-round quantiles), n}, and {reference_ms: per
-    round, base_ms, factors}.
+    round, base_ms, factors}. `pin`: all of it on one CPU (`pinned`).
     """
     per_round, warm = -(-repeats // rounds), -(-warmup // rounds)
     rng = np.random.default_rng(seed)
     times: list[list[np.ndarray]] = [[] for _ in runners]
     ref_ms: list[float] = []
     live = [i for i, r in enumerate(runners) if r is not None]
-    for _ in range(rounds):
-        if reference is not None:
-            reference(1)
-            ref_ms.append(float(np.quantile(reference(ref_repeats), quantile)))
-        for i in rng.permutation(live):
-            if warm:
-                runners[i](warm)
-            times[i].append(runners[i](per_round))
+    with pinned(pin):
+        for _ in range(rounds):
+            if reference is not None:
+                reference(1)
+                ref_ms.append(float(np.quantile(reference(ref_repeats), quantile)))
+            for i in rng.permutation(live):
+                if warm:
+                    runners[i](warm)
+                times[i].append(runners[i](per_round))
     if ref_ms:
         base = float(np.median(ref_ms)) if base_ms is None else float(base_ms)
         factors = drift_factors(ref_ms, base, deadband)
@@ -151,8 +172,9 @@ class InterleavedBuild:
     per-call overheads across groups (and across a resume, from a saved `noise` record)."""
 
     def __init__(self, reference: Callable[[int], np.ndarray], empty: Callable[[int], np.ndarray],
-                 rounds: int, warmup: int, repeats: int, quantile: float, noise: dict | None = None):
-        self.reference, self.empty = reference, empty
+                 rounds: int, warmup: int, repeats: int, quantile: float, noise: dict | None = None,
+                 pin: bool = False):
+        self.reference, self.empty, self.pin = reference, empty, pin
         self.rounds, self.warmup, self.repeats, self.quantile = rounds, warmup, repeats, quantile
         noise = noise or {}
         self.ref_rounds = list(noise.get("reference_rounds_ms", []))
@@ -165,7 +187,7 @@ class InterleavedBuild:
         """`time_interleaved` stats of `runners` (None times as 0) against this build's baseline."""
         stats, ref = time_interleaved(list(runners) + [self.empty], self.rounds, self.warmup,
                                       self.repeats, self.quantile, self.reference,
-                                      base_ms=self.base, seed=seed)
+                                      base_ms=self.base, seed=seed, pin=self.pin)
         self.overheads.append(stats.pop()["median_ms"])
         self.base = ref["base_ms"] if self.base is None else self.base
         self.ref_rounds += ref["reference_ms"]

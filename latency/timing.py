@@ -52,7 +52,7 @@ def time_models(models: Sequence[bytes | str | Path], lat: LatencyConfig,
     if lat.method == "interleaved":
         runners = [open_session(m, lat) for m in models]
         stats, _ = time_interleaved(runners, lat.rounds, lat.warmup, lat.repeats, lat.quantile,
-                                    open_session(reference_onnx(), lat), seed=lat.seed)
+                                    open_session(reference_onnx(), lat), seed=lat.seed, pin=lat.pin)
         return [{"median_ms": st["median_ms"], "p90_ms": st["p90_ms"], "cv": st["cv"],
                  "round_cv": st["pass_cv"], "rounds_ms": st["rounds_ms"]} for st in stats]
     sessions = [make_session(m, lat.threads, lat.provider) for m in models]

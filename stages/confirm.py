@@ -76,8 +76,7 @@ def confirm_front(checkpoint: dict, exp: Experiment, pareto: pd.DataFrame, ap_ke
     if metric not in ("easy", "medium", "hard", "mean"):
         raise ValueError(f"confirm: the paired bootstrap covers easy/medium/hard/mean AP, not {ap_key!r}")
     rows = front_to_confirm(pareto, ap_key, baseline, cfg)
-    ev_cfg = EvalConfig(eval_images=cfg.images or None, bn_batches=cfg.bn_batches, seed=cfg.seed,
-                        loss=False)
+    ev_cfg = EvalConfig(eval_images=cfg.images or None, bn_batches=cfg.bn_batches, loss=False)
     ev = SupernetEvaluator.from_checkpoint(checkpoint, exp, ev_cfg, device=device, source=source)
     archs = {f"{i}": a for i, a in enumerate(rows["arch"])}
     archs[BASELINE] = baseline["arch"]

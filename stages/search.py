@@ -69,7 +69,7 @@ def search(run: Run, budget: str | None = None, *, supernet: Path | None = None,
     print(f"supernet {supernet}\nlatency table {table_path} ({lut.meta.get('device', {})})")
     evaluator = SupernetEvaluator.from_checkpoint(
         load_checkpoint(supernet), exp,
-        EvalConfig(cfg.eval_images, cfg.bn_batches, cfg.eval_batch_size, cfg.seed),
+        EvalConfig(cfg.eval_images, cfg.bn_batches, cfg.eval_batch_size),
         device=device, source=str(supernet))
     info = init_distributed(select_device(device))
     sharded = lambda archs: gather_shards(archs, info, evaluator)  # noqa: E731

@@ -52,7 +52,7 @@ def _eval_worker(rank: int, world: int, port: int, cache: str, out: str, archs: 
     exp = Experiment.from_yaml(TINY)
     info = init_distributed(torch.device("cpu"))
     ev = SupernetEvaluator.from_checkpoint(load_checkpoint(Path(out) / "single" / "supernet.pt"),
-                                           exp, EvalConfig(8, 1, 8, 0))
+                                           exp, EvalConfig(8, 1, 8))
     results = gather_shards([exp.space.parse(a) for a in archs], info, ev)
     Path(out, f"eval{rank}.json").write_text(json.dumps({"results": results,
                                                          "n_evaluated": ev.n_evaluated}))
@@ -93,7 +93,7 @@ def test_sharded_evaluation_equals_single_process(tmp_path, cache):
     rng = np.random.default_rng(0)
     archs = [str(exp.space.sample(rng)) for _ in range(5)]
     single = SupernetEvaluator.from_checkpoint(load_checkpoint(tmp_path / "single" / "supernet.pt"),
-                                               Experiment.from_yaml(TINY), EvalConfig(8, 1, 8, 0))
+                                               Experiment.from_yaml(TINY), EvalConfig(8, 1, 8))
     expected = single([exp.space.parse(a) for a in archs])
     mp.spawn(_eval_worker, args=(2, _free_port(), cache, str(tmp_path), archs), nprocs=2)
     e0, e1 = (json.loads((tmp_path / f"eval{r}.json").read_text()) for r in (0, 1))

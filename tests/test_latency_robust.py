@@ -139,3 +139,38 @@ def test_validation_shares_within_5_and_10_percent():
     assert out["within_5_pct"] == pytest.approx(100 * 4 / 8)  # 1, 4.9, 5 (inclusive), 0
     assert out["within_10_pct"] == pytest.approx(100 * 6 / 8)  # + 7, 9.9
     assert out["mape_pct"] == pytest.approx(np.abs(error_pct).mean())
+
+
+def test_pinned_binds_one_cpu_while_timing_and_restores(monkeypatch):
+    import latency.robust as robust
+
+    state = {"cpus": {0, 1, 2, 3}}
+    calls = []
+    monkeypatch.setattr(robust.os, "sched_getaffinity", lambda pid: set(state["cpus"]))
+
+    def set_affinity(pid, cpus):
+        calls.append(set(cpus))
+        state["cpus"] = set(cpus)
+
+    monkeypatch.setattr(robust.os, "sched_setaffinity", set_affinity)
+    seen = []
+
+    def runner(n):  # what the timed runs see
+        seen.append(set(state["cpus"]))
+        return np.ones(n)
+
+    time_interleaved([runner, runner], rounds=2, warmup=0, repeats=4, pin=True)
+    assert seen and all(s == {3} for s in seen)  # the last allowed CPU, for every run
+    assert state["cpus"] == {0, 1, 2, 3} and calls == [{3}, {0, 1, 2, 3}]
+    with pytest.raises(RuntimeError):  # restored on an error too
+        with robust.pinned(True) as cpu:
+            assert cpu == 3 and state["cpus"] == {3}
+            raise RuntimeError("boom")
+    assert state["cpus"] == {0, 1, 2, 3}
+    calls.clear()
+    time_interleaved([runner], rounds=2, warmup=0, repeats=4)  # pin off (the default)
+    assert calls == []
+    state["cpus"] = {5}
+    with robust.pinned(True) as cpu:  # one CPU allowed: nothing to choose
+        assert cpu is None
+    assert calls == []
