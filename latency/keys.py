@@ -28,9 +28,10 @@ the conv). Two ways to account for that:
   build without NCHWc there is simply nothing to cancel). Left out: a tap tensor feeds two entries
   (the next stage and the lateral), so one output reorder at each of the 3 taps is taken off twice
   (<1 us each on the tiny config; the affine calibration absorbs it). Measured (tiny config,
-  50 archs, 20 calibrate / 30 score, four tables against four end-to-end timings, 2026-12-05):
-  calibrated MAPE 0.85-1.36% in context against 2.26-2.39% isolated, all 30 within +-5%
-  against 90-97%; two builds of one kind agree within 0.3-0.5%.
+  50 archs, 20 calibrate / 30 score, four tables against four end-to-end timings, 2026-12-05;
+  docs/latency_context): calibrated MAPE 0.85-1.36% in context against 2.26-2.39% isolated, all
+  30 within +-5% against 90-97%; two builds of one kind agree within 0.3-0.5%. At 320x320
+  (default config) both kinds score 0.8-1.4%, the noise of the end-to-end timings themselves.
 * **Isolated** (`latency.context: false`, tables built before it). Every entry alone, and raw
   latency = sum(entries) - 1/2 reorder-pair time at each endpoint of an internal edge
   (`arch_terms`), where channels % 4 == 0 is taken to mean NCHWc: without it cheap
