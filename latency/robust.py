@@ -29,18 +29,19 @@ with busy processes beside it the table's calibrated MAPE went from 2.98% to 32%
   build's baseline by more than ``DEADBAND`` (frequency scaling, throttling, a co-runner thrashing
   the caches) has its entries' runs scaled back by the same ratio. Calibration and validation time
   whole subnets with the same code and the table's baseline, so all three share one scale.
-* **Thread pinning is an option, off** (``latency.pin``, `pinned`: the process bound to the last
+* **Thread pinning is an option, off** (``latency.pin``, `pinned`: the timing thread bound to the last
   CPU it may use while timing; Linux). Measured here (50 whole detectors timed twice per setting,
   alternating, 2026-12-05; MAPE of one timing against the other): tiny 0.51-0.70% unpinned,
   0.67-0.85% pinned; default 1.04% (max 3.4%) unpinned, 2.85% (max 5.7%) pinned. No gain on this
-  VM, where the scheduler keeps a lone timing thread in place anyway; with as many busy processes
-  as cores it would only forbid moving to the core that frees up first. It is there for devices
+  VM (with as many busy processes as cores it can only forbid moving to the core that frees up
+  first). It is there for devices
   whose cores differ (big.LITTLE phones: the last CPU is usually a big one).
 
 Measured (`experiments/bench_latency.py`, this 2-core EPYC VM, 1 thread, 20 calibration + 30
-validation subnets): on 2026-12-04, before tables were timed in context (`latency.keys`), default
+validation subnets): in an earlier session (2026-12-05, one other process on one core), before
+tables were timed in context (`latency.keys`), default
 config at 320x320, old method calibrated MAPE 5.16% (max 15.9%, 67% within +-5%), this one 1.04%
-(max 5.6%, 97% within +-5%, Kendall 1.00), reference CV 0.20%. On 2026-12-05, with a noisier host
+(max 5.6%, 97% within +-5%, Kendall 1.00), reference CV 0.20%. Later that day, with a noisier host
 (reference CV 2-4% with nothing else running) and entries in context: default 1.53% quiet, 3.04%
 with a spinner per core (old method: 2.55%, 14.3%); tiny (subnets of 0.04-0.3 ms) 0.99% and 0.81%
 (old 3.18%, 1.99%). The README's latency section has the whole table and an earlier run.
@@ -97,8 +98,8 @@ class Runner:
 
 @contextlib.contextmanager
 def pinned(enabled: bool = True) -> Iterator[int | None]:
-    """Run the block with this process bound to one CPU (the last it may use), then restore its
-    CPU set; yields that CPU, or None where the OS has no affinity call (macOS, Windows) or the
+    """Run the block with the calling thread bound to one CPU (the last it may use), then restore
+    its CPU set; yields that CPU, or None where the OS has no affinity call (macOS, Windows) or the
     process may use one CPU only. One-thread onnxruntime sessions run on the calling thread, so
     this keeps every timed run on one core and its caches (module docstring)."""
     allowed = os.sched_getaffinity(0) if enabled and hasattr(os, "sched_setaffinity") else set()
